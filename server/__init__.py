@@ -1,0 +1,1 @@
+"""Restoration tools, their registry, and the shared model-call pool that runs them."""

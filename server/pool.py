@@ -1,0 +1,370 @@
+"""The process-wide model-call pool through which every tool call runs.
+
+- Classical tools run on a bounded thread pool, off the event loop.
+- Learned (``nn.Module``) tools get one batching queue per tool; same-shape inputs with
+  the same parameters run as one batch, large inputs are cut into equal tiles that batch
+  together. Batches run on one device thread, so the accelerator sees one batch at a time.
+- Model weights stay resident least-recently-used within a memory budget; without a GPU
+  everything runs on the CPU.
+- Every call has a timeout and can be cancelled; a failing input fails alone.
+- Counters per tool: calls, errors, batch sizes, queue wait, run time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+import time
+from collections import Counter, OrderedDict, deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tiragent.errors import ImageError, TirAgentError, ToolExecutionError, ToolTimeoutError
+from tiragent.server.batching import BatchQueue
+from tiragent.server.registry import ToolParams, ToolSpec, get_tool
+from tiragent.server.tiling import Tile, pad_to, padded_size, stitch, tile_grid
+
+
+@dataclass
+class PoolConfig:
+    """How the pool runs tools. Every field has a default that suits one machine."""
+
+    device: str = field(default="auto", metadata={"help": "Where learned tools run: 'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:N'."})
+    memory_budget_mb: float | None = field(
+        default=None, metadata={"help": "Memory for resident model weights; default 80% of GPU memory, or 2048 MB on the CPU."}
+    )
+    cpu_workers: int = field(default_factory=lambda: os.cpu_count() or 2, metadata={"help": "Classical tool calls that run at once."})
+    max_batch_size: int | None = field(
+        default=None, metadata={"help": "Cap on batch size; default: each model's own on a GPU, 2 on the CPU (bigger CPU batches were slower here)."}
+    )
+    batch_wait_ms: float = field(default=5.0, metadata={"help": "How long a batch waits for more inputs after its first."})
+    timeout_s: float = field(default=300.0, metadata={"help": "Default per-call time limit in seconds."})
+    half_precision: bool = field(default=True, metadata={"help": "Run models that support it in bf16/fp16 on a GPU."})
+
+
+@dataclass
+class CallResult:
+    image: np.ndarray
+    tool: str
+    params: dict[str, Any]
+    queue_wait_s: float
+    run_s: float
+    batch_size: int
+
+
+@dataclass
+class ToolStats:
+    calls: int = 0
+    errors: int = 0
+    timeouts: int = 0
+    cancelled: int = 0
+    batches: int = 0
+    batch_items: int = 0
+    batch_sizes: Counter[int] = field(default_factory=Counter)
+    queue_wait_s: float = 0.0
+    run_s: float = 0.0
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
+
+    def snapshot(self) -> dict[str, Any]:
+        lat = sorted(self.latencies)
+        pct = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] if lat else 0.0  # noqa: E731
+        done = max(1, self.calls)
+        return {
+            "calls": self.calls,
+            "errors": self.errors,
+            "timeouts": self.timeouts,
+            "cancelled": self.cancelled,
+            "batches": self.batches,
+            "mean_batch_size": self.batch_items / self.batches if self.batches else 0.0,
+            "batch_sizes": dict(sorted(self.batch_sizes.items())),
+            "mean_queue_wait_ms": 1000 * self.queue_wait_s / done,
+            "mean_run_ms": 1000 * self.run_s / done,
+            "p50_latency_ms": 1000 * pct(0.5),
+            "p99_latency_ms": 1000 * pct(0.99),
+        }
+
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
+    return name
+
+
+class ModelCache:
+    """Least-recently-used residency of models on one device, within a byte budget.
+
+    Only the device thread touches it, so it needs no lock.
+    """
+
+    def __init__(self, device: str, budget_bytes: int, half: bool) -> None:
+        self.device = device
+        self.budget_bytes = budget_bytes
+        self.half = half
+        self._models: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+        self.loads = 0
+        self.evictions = 0
+
+    @property
+    def used_bytes(self) -> int:
+        return sum(size for _, size in self._models.values())
+
+    def resident(self) -> list[str]:
+        return list(self._models)
+
+    def get(self, spec: ToolSpec) -> Any:
+        import torch
+
+        if spec.key in self._models:
+            self._models.move_to_end(spec.key)
+            return self._models[spec.key][0]
+        module = spec.build()  # type: ignore[misc]
+        size = sum(p.numel() * p.element_size() for p in module.parameters()) + sum(
+            b.numel() * b.element_size() for b in module.buffers()
+        )
+        if size > self.budget_bytes:
+            raise ToolExecutionError(
+                f"{spec.key}: model needs {size / 2**20:.1f} MB, over the pool's memory budget of {self.budget_bytes / 2**20:.1f} MB"
+            )
+        while self._models and self.used_bytes + size > self.budget_bytes:
+            self._models.popitem(last=False)
+            self.evictions += 1
+        if self.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+        module = module.eval().to(self.device)
+        if self.half and self.device.startswith("cuda") and spec.descriptor is not None and spec.descriptor.supports_half:
+            module = module.to(torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+        self._models[spec.key] = (module, size)
+        self.loads += 1
+        return module
+
+
+@dataclass
+class _Piece:
+    """One model input: a whole (padded) image or one tile of it."""
+
+    array: np.ndarray
+    params: ToolParams
+    started: float = 0.0  # when its batch began
+    batch_size: int = 0
+
+    @property
+    def group(self) -> tuple[tuple[int, ...], str]:
+        return self.array.shape, json.dumps(self.params.model_dump(), sort_keys=True)
+
+
+class ModelPool:
+    """Runs every tool call of the process. Use one per process, inside a running event loop."""
+
+    def __init__(self, config: PoolConfig | None = None) -> None:
+        self.config = config or PoolConfig()
+        self.device = resolve_device(self.config.device)
+        self._cpu = ThreadPoolExecutor(max_workers=self.config.cpu_workers, thread_name_prefix="tool-cpu")
+        self._gpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tool-device")
+        budget = self.config.memory_budget_mb
+        if budget is None:
+            budget = self._default_budget_mb()
+        self.cache = ModelCache(self.device, int(budget * 2**20), self.config.half_precision)
+        self._queues: dict[str, BatchQueue[_Piece, np.ndarray]] = {}
+        self._stats: dict[str, ToolStats] = {}
+        self._lock = threading.Lock()
+        self.in_flight = 0
+
+    def _default_budget_mb(self) -> float:
+        if self.device.startswith("cuda"):
+            import torch
+
+            return 0.8 * torch.cuda.get_device_properties(torch.device(self.device)).total_memory / 2**20
+        return 2048.0
+
+    def stats(self) -> dict[str, Any]:
+        """A snapshot of the counters: per tool, and for the pool."""
+        return {
+            "device": self.device,
+            "in_flight": self.in_flight,
+            "resident_models": self.cache.resident(),
+            "resident_mb": self.cache.used_bytes / 2**20,
+            "model_loads": self.cache.loads,
+            "model_evictions": self.cache.evictions,
+            "tools": {key: s.snapshot() for key, s in sorted(self._stats.items())},
+        }
+
+    def _tool_stats(self, key: str) -> ToolStats:
+        if key not in self._stats:
+            self._stats[key] = ToolStats()
+        return self._stats[key]
+
+    async def call(
+        self,
+        tool: str | ToolSpec,
+        image: np.ndarray,
+        params: dict[str, Any] | ToolParams | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> CallResult:
+        """Run one tool on one image. Raises a ``TirAgentError`` that names the problem."""
+        spec = tool if isinstance(tool, ToolSpec) else get_tool(tool)
+        checked = spec.validate(params)
+        _check_array(image)
+        stats = self._tool_stats(spec.key)
+        stats.calls += 1
+        self.in_flight += 1
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.config.timeout_s if timeout is None else timeout):
+                if spec.is_torch:
+                    out, wait, batch_size = await self._run_model(spec, image, checked)
+                else:
+                    out, wait, batch_size = await self._run_cpu(spec, image, checked)
+        except TimeoutError:
+            stats.timeouts += 1
+            limit = self.config.timeout_s if timeout is None else timeout
+            raise ToolTimeoutError(f"{spec.key} did not finish within {limit:g} s") from None
+        except asyncio.CancelledError:
+            stats.cancelled += 1
+            raise
+        except TirAgentError:
+            stats.errors += 1
+            raise
+        except Exception as err:
+            stats.errors += 1
+            raise ToolExecutionError(f"{spec.key} failed: {type(err).__name__}: {err}") from err
+        finally:
+            self.in_flight -= 1
+        elapsed = time.perf_counter() - started
+        stats.latencies.append(elapsed)
+        stats.queue_wait_s += wait
+        stats.run_s += elapsed - wait
+        return CallResult(out, spec.key, checked.model_dump(), wait, elapsed - wait, batch_size)
+
+    async def _run_cpu(self, spec: ToolSpec, image: np.ndarray, params: ToolParams) -> tuple[np.ndarray, float, int]:
+        submitted = time.perf_counter()
+        began: list[float] = []
+
+        def work() -> np.ndarray:
+            began.append(time.perf_counter())
+            return spec.run(image, params)  # type: ignore[misc]
+
+        out = await asyncio.get_running_loop().run_in_executor(self._cpu, work)
+        stats = self._tool_stats(spec.key)
+        stats.batches += 1
+        stats.batch_items += 1
+        stats.batch_sizes[1] += 1
+        return _check_output(spec, out), began[0] - submitted, 1
+
+    def _queue(self, spec: ToolSpec) -> BatchQueue[_Piece, np.ndarray]:
+        if spec.key not in self._queues:
+            assert spec.descriptor is not None
+            cap = self.config.max_batch_size or (spec.descriptor.max_batch_size if self.device != "cpu" else 2)
+            stats = self._tool_stats(spec.key)
+
+            def on_batch(size: int, _waits: list[float]) -> None:
+                stats.batches += 1
+                stats.batch_items += size
+                stats.batch_sizes[size] += 1
+
+            async def handler(pieces: list[_Piece]) -> list[np.ndarray | BaseException]:
+                now = time.perf_counter()
+                for piece in pieces:
+                    piece.started, piece.batch_size = now, len(pieces)
+                return await asyncio.get_running_loop().run_in_executor(self._gpu, self._forward_groups, spec, pieces)
+
+            self._queues[spec.key] = BatchQueue(
+                handler, max_batch_size=max(1, min(cap, spec.descriptor.max_batch_size)), batch_wait_timeout_s=self.config.batch_wait_ms / 1000, on_batch=on_batch
+            )
+        return self._queues[spec.key]
+
+    async def _run_model(self, spec: ToolSpec, image: np.ndarray, params: ToolParams) -> tuple[np.ndarray, float, int]:
+        d = spec.descriptor
+        assert d is not None
+        h, w = image.shape[:2]
+        queue = self._queue(spec)
+        submitted = time.perf_counter()
+        if d.tile_size is not None and max(h, w) > d.tile_size:
+            tiles = tile_grid(h, w, d.tile_size, d.tile_overlap)
+            th, tw = tiles[0].height, tiles[0].width
+            ph, pw = padded_size(th, d.multiple_of, d.min_size), padded_size(tw, d.multiple_of, d.min_size)
+            crops = [pad_to(image[t.top : t.top + t.height, t.left : t.left + t.width], ph, pw) for t in tiles]
+        else:
+            tiles = [Tile(0, 0, h, w)]
+            ph, pw = padded_size(h, d.multiple_of, d.min_size), padded_size(w, d.multiple_of, d.min_size)
+            crops = [pad_to(image, ph, pw)]
+        pieces = [_Piece(c, params) for c in crops]
+        results = await asyncio.gather(*(queue.submit(p) for p in pieces))
+        wait = max(p.started for p in pieces) - submitted
+        outputs = [r[: t.height * d.scale, : t.width * d.scale] for r, t in zip(results, tiles)]
+        out = outputs[0] if len(tiles) == 1 else stitch(tiles, outputs, h, w, d.scale, d.tile_overlap)
+        return _check_output(spec, out), wait, max(p.batch_size for p in pieces)
+
+    def _forward_groups(self, spec: ToolSpec, pieces: list[_Piece]) -> list[np.ndarray | BaseException]:
+        """Run on the device thread: one forward per (shape, params) group; a failing group is retried item by item."""
+        results: list[np.ndarray | BaseException] = [RuntimeError("not run")] * len(pieces)
+        groups: dict[Any, list[int]] = {}
+        for i, piece in enumerate(pieces):
+            groups.setdefault(piece.group, []).append(i)
+        for indices in groups.values():
+            try:
+                outs = self._forward(spec, [pieces[i] for i in indices])
+                for i, out in zip(indices, outs):
+                    results[i] = out
+            except Exception as err:  # noqa: BLE001
+                if len(indices) == 1:
+                    results[indices[0]] = ToolExecutionError(f"{spec.key} failed: {type(err).__name__}: {err}")
+                    continue
+                for i in indices:
+                    try:
+                        results[i] = self._forward(spec, [pieces[i]])[0]
+                    except Exception as single:  # noqa: BLE001
+                        results[i] = ToolExecutionError(f"{spec.key} failed: {type(single).__name__}: {single}")
+        return results
+
+    def _forward(self, spec: ToolSpec, pieces: list[_Piece]) -> list[np.ndarray]:
+        import torch
+
+        module = self.cache.get(spec)
+        dtype = next(module.parameters(), torch.empty(0)).dtype
+        batch = torch.from_numpy(np.stack([p.array for p in pieces])).permute(0, 3, 1, 2)
+        batch = batch.to(self.cache.device, dtype=dtype if dtype.is_floating_point else torch.float32)
+        kwargs = pieces[0].params.model_dump()
+        with torch.inference_mode():
+            out = module(batch, **kwargs) if kwargs else module(batch)
+            out = out.float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+        return list(out)
+
+    async def aclose(self) -> None:
+        for queue in self._queues.values():
+            await queue.aclose()
+        self._queues.clear()
+        self._cpu.shutdown(wait=False, cancel_futures=True)
+        self._gpu.shutdown(wait=False, cancel_futures=True)
+
+    async def __aenter__(self) -> ModelPool:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def _check_array(image: Any) -> None:
+    if not isinstance(image, np.ndarray):
+        raise ImageError(f"expected a numpy image array, got {type(image).__name__}")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ImageError(f"expected an H x W x 3 RGB image, got shape {image.shape}")
+    if image.dtype != np.float32:
+        raise ImageError(f"expected float32 pixels in [0, 1], got {image.dtype}")
+
+
+def _check_output(spec: ToolSpec, out: Any) -> np.ndarray:
+    if not isinstance(out, np.ndarray) or out.ndim != 3 or out.shape[2] != 3:
+        raise ToolExecutionError(f"{spec.key} returned {getattr(out, 'shape', type(out).__name__)}, not an H x W x 3 image")
+    if not np.isfinite(out).all():
+        raise ToolExecutionError(f"{spec.key} produced NaN or infinite pixels")
+    return np.ascontiguousarray(np.clip(out, 0, 1), dtype=np.float32)

@@ -1,0 +1,226 @@
+"""The tool registry: one entry per restoration tool, keyed ``"<task>.<name>"``.
+
+A classical tool is a function ``f(image, params) -> image`` decorated with
+``register_tool``; a learned tool is a builder ``() -> nn.Module`` decorated with
+``register_torch_tool`` and a ``ModelDescriptor``. The docstring becomes the description
+that the policy and assistants read, the pydantic ``params`` model the typed schema.
+Tool modules are imported on first use of the registry, from the explicit list in
+``tiragent.server.tools``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from tiragent.errors import ParameterError, ToolNotFoundError, did_you_mean
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+class Task(StrEnum):
+    DENOISE = "denoise"
+    MOTION_DEBLUR = "motion_deblur"
+    DEFOCUS_DEBLUR = "defocus_deblur"
+    DERAIN = "derain"
+    DEHAZE = "dehaze"
+    DEJPEG = "dejpeg"
+    SR = "sr"
+    LOWLIGHT = "lowlight"
+
+
+class Cost(StrEnum):
+    """Rough price of one call on a 512x512 image on a 2-core CPU."""
+
+    LOW = "low"  # under 50 ms
+    MEDIUM = "medium"  # under 500 ms
+    HIGH = "high"  # more
+
+
+class ToolParams(BaseModel):
+    """Base of every tool's parameter model: unknown fields are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoParams(ToolParams):
+    pass
+
+
+@dataclass(frozen=True)
+class ModelDescriptor:
+    """What the pool must know to run an ``nn.Module``: spandrel-style, typed, no option dicts."""
+
+    scale: int = 1
+    """Output size / input size."""
+    multiple_of: int = 1
+    """Input height and width are padded (reflect) to a multiple of this."""
+    min_size: int = 1
+    """Inputs smaller than this on either side are padded up to it."""
+    tile_size: int | None = 512
+    """Inputs larger than this on either side are cut into overlapping tiles of this size; None never tiles."""
+    tile_overlap: int = 32
+    supports_half: bool = True
+    """Whether fp16/bf16 inference is safe on an accelerator."""
+    max_batch_size: int = 16
+    """Largest batch on an accelerator; the pool caps it lower on a CPU."""
+
+
+Device = Literal["cpu", "accelerator"]
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    task: Task
+    name: str
+    description: str
+    cost: Cost
+    params: type[ToolParams]
+    device: Device
+    run: Callable[[np.ndarray, Any], np.ndarray] | None = None
+    build: Callable[[], nn.Module] | None = None
+    descriptor: ModelDescriptor | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.task}.{self.name}"
+
+    @property
+    def is_torch(self) -> bool:
+        return self.build is not None
+
+    def validate(self, params: dict[str, Any] | ToolParams | None) -> ToolParams:
+        """Check parameters against the schema; raises ParameterError naming the bad field."""
+        if isinstance(params, self.params):
+            return params
+        try:
+            return self.params.model_validate(params or {})
+        except ValidationError as err:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'params'}: {e['msg']}"
+                + (f" (got {e['input']!r})" if e["type"] != "missing" and not isinstance(e["input"], dict) else "")
+                for e in err.errors()
+            )
+            raise ParameterError(f"{self.key}: invalid parameters: {problems}") from None
+
+    def schema(self) -> dict[str, Any]:
+        return self.params.model_json_schema()
+
+    def output_scale(self, params: ToolParams) -> int:
+        if self.descriptor is not None:
+            return self.descriptor.scale
+        return int(getattr(params, "scale", 1))
+
+
+_REGISTRY: dict[str, ToolSpec] = {}
+_loaded = False
+
+
+def _describe(obj: Callable[..., Any]) -> str:
+    doc = inspect.getdoc(obj) or ""
+    return " ".join(doc.split("\n\n")[0].split())
+
+
+def _add(spec: ToolSpec, *, replace: bool = False) -> ToolSpec:
+    if not replace and spec.key in _REGISTRY:
+        raise ValueError(f"a tool named {spec.key!r} is already registered")
+    if not spec.description:
+        raise ValueError(f"tool {spec.key!r} has no description (write a docstring)")
+    _REGISTRY[spec.key] = spec
+    return spec
+
+
+def register_tool(
+    task: Task | str,
+    name: str,
+    *,
+    cost: Cost | str,
+    params: type[ToolParams] = NoParams,
+) -> Callable[[Callable[[np.ndarray, Any], np.ndarray]], Callable[[np.ndarray, Any], np.ndarray]]:
+    """Register a classical tool ``f(image, params) -> image`` that runs on CPU threads."""
+
+    def decorator(fn: Callable[[np.ndarray, Any], np.ndarray]) -> Callable[[np.ndarray, Any], np.ndarray]:
+        _add(ToolSpec(task=Task(task), name=name, description=_describe(fn), cost=Cost(cost), params=params, device="cpu", run=fn))
+        return fn
+
+    return decorator
+
+
+def register_torch_tool(
+    task: Task | str,
+    name: str,
+    *,
+    cost: Cost | str,
+    descriptor: ModelDescriptor = ModelDescriptor(),
+    params: type[ToolParams] = NoParams,
+    description: str | None = None,
+    replace: bool = False,
+) -> Callable[[Callable[[], nn.Module]], Callable[[], nn.Module]]:
+    """Register a learned tool from a builder ``() -> nn.Module`` (weights loaded inside).
+
+    The module maps a ``N x 3 x H x W`` float batch in [0, 1] to ``N x 3 x sH x sW``;
+    non-empty ``params`` are passed to ``forward`` as keyword arguments.
+    """
+
+    def decorator(build: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
+        _add(
+            ToolSpec(
+                task=Task(task),
+                name=name,
+                description=description or _describe(build),
+                cost=Cost(cost),
+                params=params,
+                device="accelerator",
+                build=build,
+                descriptor=descriptor,
+            ),
+            replace=replace,
+        )
+        return build
+
+    return decorator
+
+
+def unregister(key: str) -> None:
+    _REGISTRY.pop(key, None)
+
+
+def _ensure_loaded() -> None:
+    global _loaded
+    if _loaded:
+        return
+    from tiragent.server.tools import TOOL_MODULES
+
+    for module in TOOL_MODULES:
+        importlib.import_module(f"tiragent.server.tools.{module}")
+    _loaded = True
+
+
+def get_tool(key: str, name: str | None = None) -> ToolSpec:
+    """Look a tool up by ``"task.name"`` or by ``(task, name)``."""
+    _ensure_loaded()
+    if name is not None:
+        key = f"{key}.{name}"
+    if key not in _REGISTRY:
+        task = key.split(".", 1)[0]
+        if task not in Task._value2member_map_:
+            raise ToolNotFoundError(f"unknown task {task!r}: {did_you_mean(task, [t.value for t in Task])}")
+        names = [s.name for s in _REGISTRY.values() if s.task == task]
+        raise ToolNotFoundError(f"unknown tool {key!r}: task {task!r} has {', '.join(sorted(names))}")
+    return _REGISTRY[key]
+
+
+def list_tools(task: Task | str | None = None) -> list[ToolSpec]:
+    """Every registered tool, or those of one task, sorted by key."""
+    _ensure_loaded()
+    specs = sorted(_REGISTRY.values(), key=lambda s: s.key)
+    return [s for s in specs if task is None or s.task == Task(task)]

@@ -1,0 +1,149 @@
+"""Reading, validating and writing images.
+
+Inside the project an image is a float32 ``H x W x 3`` RGB array with values in
+``[0, 1]``. Readers accept 8- and 16-bit files, grayscale (replicated to RGB) and
+images with alpha (the alpha channel is dropped: restoration works on colour
+values, and compositing would invent a background).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from tiragent.errors import ImageError
+
+DEFAULT_MAX_PIXELS = 16_000_000
+MIN_SIDE = 8
+
+# We enforce our own pixel limit before decoding; PIL's bomb check would warn first.
+Image.MAX_IMAGE_PIXELS = None
+
+
+def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image") -> np.ndarray:
+    """Decode encoded image bytes (PNG, JPEG, TIFF, BMP, WebP, ...) into a float32 RGB array."""
+    if len(data) == 0:
+        raise ImageError(f"{name}: the file is empty (0 bytes)")
+    try:
+        with Image.open(io.BytesIO(data)) as header:
+            width, height = header.size
+            fmt = header.format
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not a recognised image format ({len(data)} bytes)") from None
+    except Exception as err:  # PIL raises many types for broken headers
+        raise ImageError(f"{name}: corrupt image header ({err})") from None
+    check_size(width, height, max_pixels=max_pixels, name=name)
+
+    array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if array is None:
+        array = _decode_with_pil(data, name)
+    elif array.ndim == 3:
+        # OpenCV decodes to BGR(A).
+        array = array[..., [2, 1, 0, 3][: array.shape[2]]] if array.shape[2] == 4 else array[..., ::-1]
+    if array.shape[0] != height or array.shape[1] != width:
+        raise ImageError(f"{name}: decoded size {array.shape[1]}x{array.shape[0]} does not match the header's {width}x{height} ({fmt})")
+    return to_float_rgb(array, name=name)
+
+
+def _decode_with_pil(data: bytes, name: str) -> np.ndarray:
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            if img.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "1"):
+                img = img.convert("RGBA" if "A" in img.mode or "transparency" in img.info else "RGB")
+            return np.array(img)
+    except Exception as err:
+        raise ImageError(f"{name}: corrupt or truncated image data ({err})") from None
+
+
+def check_size(width: int, height: int, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image") -> None:
+    """Refuse images over the pixel limit or too small to restore."""
+    if width * height > max_pixels:
+        raise ImageError(
+            f"{name}: {width}x{height} = {width * height / 1e6:.1f} MP is over the limit of {max_pixels / 1e6:.1f} MP"
+        )
+    if min(width, height) < MIN_SIDE:
+        raise ImageError(f"{name}: {width}x{height} is too small (each side must be at least {MIN_SIDE} px)")
+
+
+def to_float_rgb(array: np.ndarray, *, name: str = "image") -> np.ndarray:
+    """Convert an RGB/RGBA/grayscale array of any common dtype into float32 RGB in [0, 1]."""
+    if array.dtype == np.uint8:
+        out = array.astype(np.float32) / 255.0
+    elif array.dtype == np.uint16:
+        out = array.astype(np.float32) / 65535.0
+    elif array.dtype in (np.int32, np.uint32):  # PIL mode "I" (16-bit PNGs among them)
+        out = array.astype(np.float32) / (65535.0 if array.max(initial=0) > 255 else 255.0)
+    elif array.dtype == np.bool_:
+        out = array.astype(np.float32)
+    elif np.issubdtype(array.dtype, np.floating):
+        out = array.astype(np.float32)
+        if not np.isfinite(out).all():
+            raise ImageError(f"{name}: contains NaN or infinite values")
+        out = np.clip(out, 0.0, 1.0)
+    else:
+        raise ImageError(f"{name}: unsupported pixel type {array.dtype}")
+    if out.ndim == 2:
+        out = np.repeat(out[..., None], 3, axis=2)
+    elif out.ndim == 3 and out.shape[2] == 1:
+        out = np.repeat(out, 3, axis=2)
+    elif out.ndim == 3 and out.shape[2] == 2:  # gray + alpha
+        out = np.repeat(out[..., :1], 3, axis=2)
+    elif out.ndim == 3 and out.shape[2] == 4:
+        out = out[..., :3]
+    elif not (out.ndim == 3 and out.shape[2] == 3):
+        raise ImageError(f"{name}: unsupported array shape {array.shape}; expected H x W, H x W x 3 or H x W x 4")
+    return np.ascontiguousarray(out)
+
+
+def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read an image file into a float32 RGB array in [0, 1]."""
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(f"{path}: no such file")
+    if path.is_dir():
+        raise ImageError(f"{path}: is a folder, not an image file")
+    return decode_image(path.read_bytes(), max_pixels=max_pixels, name=str(path))
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Quantise a float image in [0, 1] to uint8 with rounding."""
+    return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def encode_image(image: np.ndarray, fmt: str = "png", *, quality: int = 95) -> bytes:
+    """Encode a float RGB image as PNG (lossless, 8-bit) or JPEG/WebP."""
+    fmt = fmt.lower().lstrip(".")
+    params: list[int] = []
+    if fmt in ("jpg", "jpeg"):
+        params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
+    elif fmt == "webp":
+        params = [cv2.IMWRITE_WEBP_QUALITY, int(quality)]
+    ok, buf = cv2.imencode("." + fmt, to_uint8(image)[..., ::-1], params)
+    if not ok:
+        raise ImageError(f"cannot encode an image as {fmt!r}")
+    return buf.tobytes()
+
+
+def write_image(image: np.ndarray, path: str | Path, *, quality: int = 95) -> Path:
+    """Write a float RGB image; the format follows the file extension (PNG when there is none)."""
+    path = Path(path)
+    fmt = path.suffix.lstrip(".") or "png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(encode_image(image, fmt, quality=quality))
+    return path
+
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files directly inside a folder, sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ImageError(f"{folder}: not a folder")
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)

@@ -1,0 +1,1 @@
+"""SFT and RL training over MCP tool calls (issue: training)."""
