@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tiragent.cli import main
+from tiragent.images import read_image, write_image
+
+
+@pytest.fixture
+def photo(tmp_path, astronaut):
+    return write_image(astronaut, tmp_path / "photo.png")
+
+
+def test_degrade_is_seeded(tmp_path, photo, capsys):
+    assert main(["degrade", str(photo), "-o", str(tmp_path / "a.png"), "--with", "noise,jpeg", "--seed", "3"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert [s["degradation"] for s in record["steps"]] == ["noise", "jpeg"]
+    assert main(["degrade", str(photo), "-o", str(tmp_path / "b.png"), "--with", "noise,jpeg", "--seed", "3"]) == 0
+    assert np.array_equal(read_image(tmp_path / "a.png"), read_image(tmp_path / "b.png"))
+
+
+def test_degrade_errors(tmp_path, photo, capsys):
+    assert main(["degrade", str(photo), "-o", str(tmp_path / "x.png"), "--with", "snow"]) == 2
+    assert "unknown degradation 'snow'" in capsys.readouterr().err
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    assert main(["degrade", str(empty), "-o", str(tmp_path / "x.png"), "--with", "noise"]) == 2
+    assert "0 bytes" in capsys.readouterr().err
+
+
+def test_bench_make(tmp_path, photo, capsys):
+    out = tmp_path / "bench"
+    assert main(["bench", "make", "--clean", str(photo.parent), "--out", str(out), "--per-combo", "1", "--groups", "B"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(manifest["items"]) == 4 and len(list((out / "input").iterdir())) == 4
+
+
+def test_tools_list_and_run(tmp_path, photo, capsys):
+    assert main(["tools", "list", "--json"]) == 0
+    tools = json.loads(capsys.readouterr().out)
+    assert any(t["key"] == "dehaze.dcp" and "omega" in t["params"]["properties"] for t in tools)
+    assert main(["tools", "run", "sr.lanczos", str(photo), "-o", str(tmp_path / "up.png"), "--param", "scale=2"]) == 0
+    assert read_image(tmp_path / "up.png").shape == (256, 256, 3)
+    assert main(["tools", "run", "sr.lanczos", str(photo), "-o", str(tmp_path / "up.png"), "--param", "scale=3"]) == 2
+    assert "scale: Input should be 2 or 4" in capsys.readouterr().err
+    assert main(["tools", "run", "denoise.nlm", str(photo), "-o", str(tmp_path / "x.png"), "--max-pixels", "1000"]) == 2
+    assert "over the limit" in capsys.readouterr().err
+
+
+def test_demo_restores_the_bundled_example(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    first, last = lines[0], lines[-2]
+    psnr_in, psnr_out = float(first.split("psnr")[1].split()[0]), float(last.split("psnr")[1].split()[0])
+    assert psnr_out > psnr_in + 3
+    assert read_image(tmp_path / "demo" / "restored.png").shape == (320, 320, 3)

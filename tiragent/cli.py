@@ -1,0 +1,200 @@
+"""The ``tir-agent`` command line. Each subcommand wires library parts together; no logic lives here."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from tiragent.errors import TirAgentError
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _parse_params(pairs: Sequence[str]) -> dict[str, Any]:
+    params = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise TirAgentError(f"--param expects KEY=VALUE, got {pair!r}")
+        key, value = pair.split("=", 1)
+        params[key.strip()] = _parse_value(value.strip())
+    return params
+
+
+def cmd_degrade(args: argparse.Namespace) -> int:
+    from tiragent.eval.degradations import degrade
+    from tiragent.images import read_image, write_image
+
+    names = [n for n in args.with_.split(",") if n.strip()]
+    if not names:
+        raise TirAgentError("--with needs at least one degradation, e.g. --with noise,jpeg")
+    image = read_image(args.image)
+    out, steps = degrade(image, names, seed=args.seed)
+    write_image(out, args.output)
+    print(json.dumps({"input": str(args.image), "output": str(args.output), "seed": args.seed, "steps": steps}, indent=2))
+    return 0
+
+
+def cmd_bench_make(args: argparse.Namespace) -> int:
+    from tiragent.eval.bench import make_benchmark
+
+    groups = [g.strip().upper() for g in args.groups.split(",") if g.strip()]
+    items = make_benchmark(args.clean, args.out, per_combo=args.per_combo, seed=args.seed, groups=groups)
+    print(f"wrote {len(items)} degraded/clean pairs and manifest.json to {args.out}")
+    return 0
+
+
+def cmd_tools_list(args: argparse.Namespace) -> int:
+    from tiragent.server.registry import list_tools
+
+    specs = list_tools(args.task)
+    if args.json:
+        print(json.dumps([
+            {"key": s.key, "task": s.task.value, "name": s.name, "cost": s.cost.value, "device": s.device, "description": s.description, "params": s.schema()}
+            for s in specs
+        ], indent=2))
+        return 0
+    for s in specs:
+        fields = ", ".join(s.params.model_fields) or "-"
+        print(f"{s.key:32s} {s.cost.value:7s} {s.device:12s} params: {fields}")
+    return 0
+
+
+def cmd_tools_run(args: argparse.Namespace) -> int:
+    from tiragent.images import read_image, write_image
+    from tiragent.server.pool import ModelPool, PoolConfig
+
+    image = read_image(args.image, max_pixels=args.max_pixels)
+    params = _parse_params(args.param)
+
+    async def run() -> Any:
+        async with ModelPool(PoolConfig(device=args.device)) as pool:
+            return await pool.call(args.tool, image, params, timeout=args.timeout)
+
+    result = asyncio.run(run())
+    write_image(result.image, args.output)
+    print(json.dumps({"tool": result.tool, "params": result.params, "seconds": round(result.run_s, 4), "output": str(args.output)}, indent=2))
+    return 0
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from tiragent.eval.metrics import evaluate
+    from tiragent.images import read_image
+
+    image = read_image(args.image)
+    reference = read_image(args.reference) if args.reference else None
+    names = args.metrics.split(",") if args.metrics else None
+    print(json.dumps({k: round(v, 4) for k, v in evaluate(image, reference, names).items()}, indent=2))
+    return 0
+
+
+DEMO_PIPELINE = [("denoise.nlm", {}), ("lowlight.retinex", {})]
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Restore the bundled example with a fixed pipeline (the agent replaces it in a later release)."""
+    from tiragent.eval.metrics import evaluate
+    from tiragent.images import read_image, write_image
+    from tiragent.server.pool import ModelPool, PoolConfig
+
+    examples = resources.files("tiragent") / "examples"
+    degraded = read_image(Path(str(args.input or examples / "astronaut_dark+noise.png")))
+    reference = read_image(Path(str(examples / "astronaut_clean.png"))) if args.input is None else None
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_image(degraded, out_dir / "0_input.png")
+    names = ["psnr", "ssim", "niqe"] if reference is not None else ["niqe", "piqe"]
+
+    def report(step: str, image: Any) -> None:
+        scores = evaluate(image, reference, names)
+        print(f"{step:22s} " + "  ".join(f"{k} {v:7.3f}" for k, v in scores.items()))
+
+    async def run() -> Any:
+        image = degraded
+        report("input", image)
+        async with ModelPool(PoolConfig()) as pool:
+            for i, (tool, params) in enumerate(DEMO_PIPELINE, start=1):
+                result = await pool.call(tool, image, params)
+                image = result.image
+                write_image(image, out_dir / f"{i}_{tool}.png")
+                report(f"{tool} ({result.run_s:.2f}s)", image)
+        return image
+
+    final = asyncio.run(run())
+    write_image(final, out_dir / "restored.png")
+    print(f"restored image: {out_dir / 'restored.png'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tir-agent", description="Agentic image restoration: tools, degradations, metrics and benchmarks.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("degrade", help="apply degradations to an image, in the given order")
+    p.add_argument("image", type=Path)
+    p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument("--with", dest="with_", required=True, help="comma-separated: noise, jpeg, lowres, dark, haze, motion, defocus, rain")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_degrade)
+
+    bench = sub.add_parser("bench", help="benchmark folders").add_subparsers(dest="bench_command", required=True)
+    p = bench.add_parser("make", help="build a benchmark folder (input/, target/, manifest.json) from clean images")
+    p.add_argument("--clean", type=Path, required=True, help="folder of clean images")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--per-combo", type=int, default=6, help="images per degradation combination (default 6)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--groups", default="A,B,C", help="which combination groups (default A,B,C)")
+    p.set_defaults(func=cmd_bench_make)
+
+    tools = sub.add_parser("tools", help="the restoration toolbox").add_subparsers(dest="tools_command", required=True)
+    p = tools.add_parser("list", help="list the registered tools")
+    p.add_argument("--task")
+    p.add_argument("--json", action="store_true", help="full descriptions and parameter schemas as JSON")
+    p.set_defaults(func=cmd_tools_list)
+    p = tools.add_parser("run", help="run one tool on one image through the model pool")
+    p.add_argument("tool", help="TASK.NAME, e.g. denoise.nlm")
+    p.add_argument("image", type=Path)
+    p.add_argument("-o", "--output", type=Path, required=True)
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--timeout", type=float, default=None)
+    p.add_argument("--max-pixels", type=int, default=16_000_000)
+    p.set_defaults(func=cmd_tools_run)
+
+    p = sub.add_parser("metrics", help="quality metrics of an image (full-reference ones with --reference)")
+    p.add_argument("image", type=Path)
+    p.add_argument("--reference", type=Path)
+    p.add_argument("--metrics", help="comma-separated names (default: all that apply)")
+    p.set_defaults(func=cmd_metrics)
+
+    p = sub.add_parser("demo", help="restore the bundled example offline")
+    p.add_argument("--input", type=Path, help="another degraded image instead of the bundled one")
+    p.add_argument("--out", default="demo-output")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (TirAgentError, FileNotFoundError) as err:
+        print(f"tir-agent: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tir-agent: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
