@@ -97,7 +97,8 @@ class Metric:
                 raise ImageError(f"{self.info.name}: image {image.shape[:2]} and reference {reference.shape[:2]} differ in size")
         if self.info.name == "ms_ssim" and min(image.shape[:2]) < 161:
             raise ImageError(f"ms_ssim needs at least 161 px per side, the image is {image.shape[1]}x{image.shape[0]}")
-        to_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).permute(2, 0, 1)[None].to(self.device)  # noqa: E731
+        # Images are [0, 1] by contract; clipping absorbs interpolation overshoot that pyiqa would reject.
+        to_tensor = lambda a: torch.from_numpy(np.clip(a, 0, 1, dtype=np.float32)).permute(2, 0, 1)[None].to(self.device)  # noqa: E731
         with self._lock, torch.inference_mode():
             if self.info.full_reference:
                 value = self._model(to_tensor(image), to_tensor(reference))
@@ -122,7 +123,7 @@ def create_metric(name: str, device: str = "cpu") -> Metric:
 def normalized(name: str, value: float) -> float:
     """Map a metric value onto [0, 1] where higher is always better (for rewards).
 
-    Linear between the metric's ``low`` and ``high`` (see the table in docs/metrics.md),
+    Linear between the metric's ``low`` and ``high`` (see the table in the README),
     reversed for lower-is-better metrics, clipped to [0, 1].
     """
     info = get_metric_info(name)

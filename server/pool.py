@@ -40,7 +40,7 @@ class PoolConfig:
     )
     cpu_workers: int = field(default_factory=lambda: os.cpu_count() or 2, metadata={"help": "Classical tool calls that run at once."})
     max_batch_size: int | None = field(
-        default=None, metadata={"help": "Cap on batch size; default: each model's own on a GPU, 2 on the CPU (bigger CPU batches were slower here)."}
+        default=None, metadata={"help": "Cap on batch size; default: each model's own on a GPU, 1 on the CPU (measured: batches are slower per image on CPUs, see docs/benchmarks/pool_throughput.md)."}
     )
     batch_wait_ms: float = field(default=5.0, metadata={"help": "How long a batch waits for more inputs after its first."})
     timeout_s: float = field(default=300.0, metadata={"help": "Default per-call time limit in seconds."})
@@ -263,7 +263,7 @@ class ModelPool:
     def _queue(self, spec: ToolSpec) -> BatchQueue[_Piece, np.ndarray]:
         if spec.key not in self._queues:
             assert spec.descriptor is not None
-            cap = self.config.max_batch_size or (spec.descriptor.max_batch_size if self.device != "cpu" else 2)
+            cap = self.config.max_batch_size or (spec.descriptor.max_batch_size if self.device != "cpu" else 1)
             stats = self._tool_stats(spec.key)
 
             def on_batch(size: int, _waits: list[float]) -> None:
@@ -333,6 +333,8 @@ class ModelPool:
         dtype = next(module.parameters(), torch.empty(0)).dtype
         batch = torch.from_numpy(np.stack([p.array for p in pieces])).permute(0, 3, 1, 2)
         batch = batch.to(self.cache.device, dtype=dtype if dtype.is_floating_point else torch.float32)
+        # Channels-last is what the HWC arrays already are, and convolutions run about 2x faster in it on CPUs.
+        batch = batch.contiguous(memory_format=torch.channels_last)
         kwargs = pieces[0].params.model_dump()
         with torch.inference_mode():
             out = module(batch, **kwargs) if kwargs else module(batch)

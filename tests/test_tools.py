@@ -60,3 +60,18 @@ def test_bm3d_denoises(astronaut):
     spec = get_tool("denoise.bm3d")
     noisy, _ = degrade(astronaut[:64, :64], ["noise"], params={"noise": {"kind": "gaussian", "sigma": 30}})
     assert psnr(spec.run(noisy, spec.validate({"sigma": 30})), astronaut[:64, :64]) > psnr(noisy, astronaut[:64, :64]) + 3
+
+
+def test_derain_removes_streaks():
+    from skimage import data
+    from skimage.transform import resize
+
+    from tiragent.server.registry import get_tool
+
+    clean = resize(data.astronaut(), (256, 256), anti_aliasing=True).astype(np.float32)
+    rainy, _ = degrade(clean, ["rain"], seed=2, params={"rain": {"length": 25, "angle": 10, "density": 80}})
+    gains = {}
+    for key in ("derain.opening", "derain.inpaint"):
+        spec = get_tool(key)
+        gains[key] = psnr(spec.run(rainy, spec.validate({})), clean) - psnr(rainy, clean)
+    assert gains["derain.opening"] > 2.0 and gains["derain.inpaint"] > 0.5, gains

@@ -16,7 +16,7 @@ def smooth_chroma(ycc: np.ndarray, diameter: int, sigma_color: float, sigma_spac
 
 
 class DeblockParams(ToolParams):
-    strength: float = Field(0.06, ge=0.0, le=0.5, description="Largest step (0-1) across a block edge that is treated as an artefact and smoothed.")
+    strength: float = Field(0.15, ge=0.0, le=0.5, description="Largest step (0-1) across a block edge that is treated as an artefact and smoothed.")
 
 
 def _deblock_axis(y: np.ndarray, strength: float) -> np.ndarray:
@@ -48,7 +48,7 @@ def deblock(image: np.ndarray, p: DeblockParams) -> np.ndarray:
 
 
 class SmoothParams(ToolParams):
-    sigma_color: float = Field(0.08, ge=0.005, le=0.5, description="Range sigma (0-1): intensity differences below this are smoothed.")
+    sigma_color: float = Field(0.04, ge=0.005, le=0.5, description="Range sigma (0-1): intensity differences below this are smoothed.")
     diameter: int = Field(7, ge=3, le=15, description="Filter diameter in pixels.")
 
 

@@ -1,0 +1,46 @@
+"""Helpers shared by the benchmark scripts: machine description and result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("TIR_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+        cpu = model
+    except (OSError, StopIteration):
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{os.cpu_count()} CPU cores ({cpu}), {gpu}, torch {torch.__version__}, Python {platform.python_version()}"
+
+
+def write_report(name: str, markdown: str, data: dict) -> Path:
+    """Write docs/benchmarks/<name>.md (with the command and machine) and its JSON beside it."""
+    out = ROOT / "docs" / "benchmarks"
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    except OSError:
+        commit = "unknown"
+    command = "python " + " ".join([str(Path(sys.argv[0]).relative_to(ROOT)) if Path(sys.argv[0]).is_absolute() else sys.argv[0], *sys.argv[1:]])
+    header = (
+        f"Command: `{command}`  \n"
+        f"Machine: {machine()}  \n"
+        f"Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, commit {commit}\n\n"
+    )
+    (out / f"{name}.md").write_text(header + markdown)
+    (out / f"{name}.json").write_text(json.dumps({"command": command, "machine": machine(), **data}, indent=2))
+    return out / f"{name}.md"

@@ -1,0 +1,151 @@
+"""Throughput and latency of the shared model pool against a naive one-call-at-a-time executor.
+
+64 concurrent callers make 256 calls in total on a batchable torch tool (a small
+residual CNN) at 256x256. The naive executor runs each call on its own, in arrival order,
+off the event loop; the pool batches same-shape inputs. Both use the same module.
+
+    python benchmarks/pool_throughput.py [--calls 256] [--callers 64] [--size 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+from torch import nn
+
+from common import write_report
+from tiragent.server.pool import ModelPool, PoolConfig
+from tiragent.server.registry import ModelDescriptor, Task, register_torch_tool
+
+
+class ResidualCNN(nn.Module):
+    """DnCNN-style: 5 conv layers of 16 channels predicting a residual (about 9 k parameters)."""
+
+    def __init__(self, channels: int = 16, depth: int = 5) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(3, channels, 3, padding=1), nn.ReLU()]
+        for _ in range(depth - 2):
+            layers += [nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU()]
+        layers.append(nn.Conv2d(channels, 3, 3, padding=1))
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x - self.body(x)
+
+
+def build() -> nn.Module:
+    torch.manual_seed(0)
+    return ResidualCNN()
+
+
+register_torch_tool(Task.DENOISE, "bench_cnn", cost="low", descriptor=ModelDescriptor(multiple_of=8, tile_size=512), description="benchmark CNN")(build)
+
+
+class NaiveExecutor:
+    """One call at a time: each call is a batch-of-one forward on one dedicated worker thread (like the pool's device thread)."""
+
+    def __init__(self, channels_last: bool) -> None:
+        self.model = build().eval()
+        self.channels_last = channels_last
+        self.lock = asyncio.Lock()
+        self.thread = ThreadPoolExecutor(max_workers=1)
+
+    def _forward(self, image: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            if self.channels_last:  # exactly the pool's conversion, for a batch of one
+                x = torch.from_numpy(np.stack([image])).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+            else:
+                x = torch.from_numpy(image).permute(2, 0, 1)[None]
+            return self.model(x).clamp(0, 1)[0].permute(1, 2, 0).numpy()
+
+    async def call(self, image: np.ndarray) -> np.ndarray:
+        async with self.lock:
+            return await asyncio.get_running_loop().run_in_executor(self.thread, self._forward, image)
+
+
+async def drive(call, images: list[np.ndarray], callers: int) -> dict[str, float]:
+    queue: asyncio.Queue[np.ndarray] = asyncio.Queue()
+    for image in images:
+        queue.put_nowait(image)
+    latencies: list[float] = []
+
+    async def caller() -> None:
+        while not queue.empty():
+            image = queue.get_nowait()
+            start = time.perf_counter()
+            await call(image)
+            latencies.append(time.perf_counter() - start)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(callers)))
+    elapsed = time.perf_counter() - start
+    latencies.sort()
+    return {
+        "seconds": elapsed,
+        "calls_per_s": len(images) / elapsed,
+        "p50_ms": 1000 * statistics.median(latencies),
+        "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+    }
+
+
+async def run(args: argparse.Namespace) -> dict:
+    """Every executor runs ``repeats`` times, interleaved; each row reports its median run."""
+    rng = np.random.default_rng(0)
+    images = [rng.random((args.size, args.size, 3), dtype=np.float32) for _ in range(args.calls)]
+    warm = images[:4]
+    runs: dict[str, list[dict[str, float]]] = {}
+    for _ in range(args.repeats):
+        for label, channels_last in (("naive, as usually written (NCHW)", False), ("naive, channels-last like the pool", True)):
+            naive = NaiveExecutor(channels_last)
+            for image in warm:
+                await naive.call(image)
+            runs.setdefault(label, []).append(await drive(naive.call, images, args.callers))
+        for label, cap in POOL_SETTINGS:
+            async with ModelPool(PoolConfig(max_batch_size=cap, batch_wait_ms=5)) as pool:
+                await asyncio.gather(*(pool.call("denoise.bench_cnn", image) for image in warm))
+                before = pool.stats()["tools"]["denoise.bench_cnn"]["batches"]
+                result = await drive(lambda image: pool.call("denoise.bench_cnn", image), images, args.callers)
+                result["mean_batch_size"] = args.calls / max(1, pool.stats()["tools"]["denoise.bench_cnn"]["batches"] - before)
+                runs.setdefault(label, []).append(result)
+    return {label: sorted(rs, key=lambda r: r["calls_per_s"])[len(rs) // 2] for label, rs in runs.items()}
+
+
+POOL_SETTINGS = (
+    ("pool, default (batch 1 on a CPU, the model's own on a GPU)", None),
+    ("pool, batch <= 2", 2),
+    ("pool, batch <= 8", 8),
+    ("pool, batch <= 16", 16),
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=256)
+    parser.add_argument("--callers", type=int, default=64)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    results = asyncio.run(run(args))
+    base = results["naive, channels-last like the pool"]["calls_per_s"]
+    lines = [
+        f"{args.callers} concurrent callers, {args.calls} calls, {args.size}x{args.size} RGB, ResidualCNN (5 x 16-channel 3x3 convs), float32; "
+        f"median of {args.repeats} interleaved runs per row.\n",
+        "| executor | calls/s | vs naive channels-last | p50 latency (ms) | p99 latency (ms) | mean batch |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for label, r in results.items():
+        batch = f"{r['mean_batch_size']:.1f}" if "mean_batch_size" in r else "1"
+        lines.append(f"| {label} | {r['calls_per_s']:.1f} | {r['calls_per_s'] / base:.2f}x | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {batch} |")
+    markdown = "\n".join(lines) + "\n"
+    print(markdown)
+    print("written to", write_report("pool_throughput", markdown, {"args": vars(args), "results": results}))
+
+
+if __name__ == "__main__":
+    main()
