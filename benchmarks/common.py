@@ -35,7 +35,7 @@ def write_report(name: str, markdown: str, data: dict) -> Path:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
     except OSError:
         commit = "unknown"
-    command = "python " + " ".join([str(Path(sys.argv[0]).relative_to(ROOT)) if Path(sys.argv[0]).is_absolute() else sys.argv[0], *sys.argv[1:]])
+    command = "python " + " ".join([str(Path(sys.argv[0]).resolve().relative_to(ROOT)), *sys.argv[1:]])
     header = (
         f"Command: `{command}`  \n"
         f"Machine: {machine()}  \n"

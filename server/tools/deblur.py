@@ -114,7 +114,7 @@ class WienerMotion(MotionKernel):
     nsr: float = Field(0.005, ge=1e-4, le=1.0, description="Noise-to-signal ratio: larger is smoother and rings less.")
 
 
-@register_tool(Task.MOTION_DEBLUR, "wiener", cost=Cost.LOW, params=WienerMotion)
+@register_tool(Task.MOTION_DEBLUR, "wiener", cost=Cost.MEDIUM, params=WienerMotion)
 def wiener_motion(image: np.ndarray, p: WienerMotion) -> np.ndarray:
     """Wiener deconvolution with a motion-trail kernel (direction and length estimated unless given). Fast; amplifies noise, so denoise first when the image is noisy."""
     return wiener_deconvolve(image, motion_kernel_for(image, p), p.nsr)
@@ -124,7 +124,7 @@ class RLMotion(MotionKernel):
     iterations: int = Field(20, ge=1, le=200, description="Richardson-Lucy iterations: more is sharper and noisier.")
 
 
-@register_tool(Task.MOTION_DEBLUR, "richardson_lucy", cost=Cost.MEDIUM, params=RLMotion)
+@register_tool(Task.MOTION_DEBLUR, "richardson_lucy", cost=Cost.HIGH, params=RLMotion)
 def rl_motion(image: np.ndarray, p: RLMotion) -> np.ndarray:
     """Richardson-Lucy deconvolution with a motion-trail kernel (estimated unless given). Iterative and positivity-preserving: fewer ringing artefacts than Wiener on bright edges, slower."""
     return rl_deconvolve(image, motion_kernel_for(image, p), p.iterations)
@@ -145,7 +145,7 @@ class WienerDefocus(DefocusKernel):
     nsr: float = Field(0.01, ge=1e-4, le=1.0, description="Noise-to-signal ratio: larger is smoother and rings less.")
 
 
-@register_tool(Task.DEFOCUS_DEBLUR, "wiener", cost=Cost.LOW, params=WienerDefocus)
+@register_tool(Task.DEFOCUS_DEBLUR, "wiener", cost=Cost.MEDIUM, params=WienerDefocus)
 def wiener_defocus(image: np.ndarray, p: WienerDefocus) -> np.ndarray:
     """Wiener deconvolution with a disk (out-of-focus) kernel, radius estimated unless given. Fast; sensitive to noise and JPEG blocks."""
     return wiener_deconvolve(image, defocus_kernel_for(image, p), p.nsr)
