@@ -251,14 +251,14 @@ class ModelPool:
 
         def work() -> np.ndarray:
             began.append(time.perf_counter())
-            return spec.run(image, params)  # type: ignore[misc]
+            return _check_output(spec, spec.run(image, params))  # type: ignore[misc]
 
         out = await asyncio.get_running_loop().run_in_executor(self._cpu, work)
         stats = self._tool_stats(spec.key)
         stats.batches += 1
         stats.batch_items += 1
         stats.batch_sizes[1] += 1
-        return _check_output(spec, out), began[0] - submitted, 1
+        return out, began[0] - submitted, 1
 
     def _queue(self, spec: ToolSpec) -> BatchQueue[_Piece, np.ndarray]:
         if spec.key not in self._queues:
@@ -301,8 +301,13 @@ class ModelPool:
         results = await asyncio.gather(*(queue.submit(p) for p in pieces))
         wait = max(p.started for p in pieces) - submitted
         outputs = [r[: t.height * d.scale, : t.width * d.scale] for r, t in zip(results, tiles)]
-        out = outputs[0] if len(tiles) == 1 else stitch(tiles, outputs, h, w, d.scale, d.tile_overlap)
-        return _check_output(spec, out), wait, max(p.batch_size for p in pieces)
+        if len(tiles) == 1:
+            out = np.ascontiguousarray(outputs[0])
+        else:  # blending is heavy numpy work: keep it off the event loop
+            out = await asyncio.get_running_loop().run_in_executor(self._cpu, stitch, tiles, outputs, h, w, d.scale, d.tile_overlap)
+        if out.ndim != 3 or out.shape[2] != 3:
+            raise ToolExecutionError(f"{spec.key} returned {out.shape}, not an H x W x 3 image")
+        return out, wait, max(p.batch_size for p in pieces)
 
     def _forward_groups(self, spec: ToolSpec, pieces: list[_Piece]) -> list[np.ndarray | BaseException]:
         """Run on the device thread: one forward per (shape, params) group; a failing group is retried item by item."""
@@ -338,6 +343,10 @@ class ModelPool:
         kwargs = pieces[0].params.model_dump()
         with torch.inference_mode():
             out = module(batch, **kwargs) if kwargs else module(batch)
+            if out.ndim != 4 or out.shape[1] != 3:
+                raise ToolExecutionError(f"{spec.key} returned a tensor of shape {tuple(out.shape)}, not N x 3 x H x W")
+            if not bool(torch.isfinite(out).all()):
+                raise ToolExecutionError(f"{spec.key} produced NaN or infinite pixels")
             out = out.float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
         return list(out)
 

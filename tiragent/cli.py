@@ -98,6 +98,25 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from tiragent.server.app import ServerConfig
+    from tiragent.server.pool import PoolConfig
+    from tiragent.server.serve import read_token, serve
+
+    config = ServerConfig(
+        roots=args.roots or [Path.cwd()],
+        output_root=args.output_root,
+        preview_size=args.preview_size,
+        max_pixels=args.max_pixels,
+        store_memory_mb=args.store_memory_mb,
+        store_dir=args.store_dir,
+        pool=PoolConfig(device=args.device),
+    )
+    token = read_token(args.token_file)
+    serve(config, transport=args.transport, host=args.host, port=args.port, token=token, max_body_mb=args.max_body_mb)
+    return 0
+
+
 DEMO_PIPELINE = [("denoise.nlm", {}), ("lowlight.retinex", {})]
 
 
@@ -176,6 +195,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", type=Path)
     p.add_argument("--metrics", help="comma-separated names (default: all that apply)")
     p.set_defaults(func=cmd_metrics)
+
+    p = sub.add_parser("serve", help="run the MCP tool server (stdio or streamable HTTP)")
+    p.add_argument("--transport", choices=["stdio", "http"], default="stdio")
+    p.add_argument("--host", default="127.0.0.1", help="HTTP bind address; anything but loopback needs a bearer token")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--roots", type=Path, nargs="+", metavar="DIR", help="folders images may be loaded from (default: the current folder)")
+    p.add_argument("--output-root", type=Path, help="the only folder save_image writes to (default: the first root)")
+    p.add_argument("--token-file", type=Path, help="file holding the HTTP bearer token (default: $TIR_AGENT_TOKEN)")
+    p.add_argument("--max-body-mb", type=float, default=64.0, help="largest HTTP request body (base64 images), MB")
+    p.add_argument("--preview-size", type=int, default=512, help="longest side of result previews; 0 disables them")
+    p.add_argument("--max-pixels", type=int, default=16_000_000)
+    p.add_argument("--store-memory-mb", type=float, default=2048.0)
+    p.add_argument("--store-dir", type=Path, help="spill folder of the image store (default: a temporary folder)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="restore the bundled example offline")
     p.add_argument("--input", type=Path, help="another degraded image instead of the bundled one")

@@ -1,0 +1,283 @@
+"""The MCP tool server: the toolbox over the Model Context Protocol, on the shared pool.
+
+The lifespan owns the model pool and the image store, once per server, shared by every
+session. Images travel by handle: ``load_image`` returns an ``image_id``, every
+restoration tool takes one and returns a new one with a downscaled preview.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, Literal, ParamSpec, TypeVar
+
+import anyio
+import cv2
+import numpy as np
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types import CallToolResult, ImageContent, TextContent, ToolAnnotations
+from pydantic import BaseModel, Field
+
+from tiragent import __version__
+from tiragent.errors import ImageError, TirAgentError
+from tiragent.images import DEFAULT_MAX_PIXELS, check_size, decode_image, encode_image, to_uint8
+from tiragent.server.pool import ModelPool, PoolConfig
+from tiragent.server.registry import Task, ToolSpec
+from tiragent.server.roots import PathPolicy
+from tiragent.server.store import ImageStore
+from tiragent.server.task_tools import build_task_tool
+
+INSTRUCTIONS = """Image restoration tools. Load an image with load_image (a path inside the allowed
+roots, or base64 data) to get an image_id; call one restoration tool per step (denoise,
+motion_deblur, defocus_deblur, derain, dehaze, dejpeg, sr, lowlight), each taking an
+image_id and a model and returning a new image_id with a preview; judge the result with
+assess_quality; save the final image with save_image."""
+
+
+@dataclass
+class ServerConfig:
+    """Settings of one server process."""
+
+    roots: list[Path] = field(default_factory=lambda: [Path.cwd()], metadata={"help": "Folders the server may read images from."})
+    output_root: Path | None = field(default=None, metadata={"help": "The only folder save_image writes to; default: the first root."})
+    preview_size: int = field(default=512, metadata={"help": "Longest side of the preview returned with each result (0: no preview)."})
+    max_pixels: int = field(default=DEFAULT_MAX_PIXELS, metadata={"help": "Largest image accepted, in pixels."})
+    store_memory_mb: float = field(default=2048, metadata={"help": "Memory for stored images; older ones spill to disk."})
+    store_dir: Path | None = field(default=None, metadata={"help": "Spill folder for the image store; default: a temporary folder."})
+    progress_after_s: float = field(default=1.0, metadata={"help": "Send progress notifications for calls running longer than this."})
+    pool: PoolConfig = field(default_factory=PoolConfig)
+
+
+@dataclass
+class AppState:
+    config: ServerConfig
+    pool: ModelPool
+    store: ImageStore
+    paths: PathPolicy
+    started: float
+
+
+class ImageInfo(BaseModel):
+    image_id: str = Field(description="Handle of the image, for other tools.")
+    width: int
+    height: int
+
+
+class RestoreResult(ImageInfo):
+    input_id: str = Field(description="The image the tool was applied to.")
+    task: str
+    model: str
+    params: dict[str, Any] = Field(description="The parameters actually used, defaults included.")
+    seconds: float = Field(description="Run time of the tool.")
+    queue_wait_seconds: float = Field(description="Time spent waiting for the shared pool.")
+
+
+class SavedImage(BaseModel):
+    image_id: str
+    path: str
+    bytes: int
+
+
+class Quality(BaseModel):
+    image_id: str
+    reference_id: str | None
+    metrics: dict[str, float] = Field(description="Metric values in their own units.")
+    normalized: dict[str, float] = Field(description="Every metric mapped to [0, 1], higher is better.")
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def reports_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Our errors become MCP tool errors (``is_error``) carrying their message."""
+
+    @wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except TirAgentError as err:
+            raise ToolError(str(err)) from err
+
+    return wrapper
+
+
+def state_of(ctx: Context) -> AppState:
+    return ctx.request_context.lifespan_context
+
+
+def preview_content(image: np.ndarray, size: int) -> list[ImageContent]:
+    if size <= 0:
+        return []
+    h, w = image.shape[:2]
+    scale = size / max(h, w)
+    if scale < 1:
+        image = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    data = base64.b64encode(encode_image(image, "png")).decode()
+    return [ImageContent(type="image", data=data, mime_type="image/png")]
+
+
+async def with_progress(ctx: Context, after_s: float, label: str, work: Awaitable[R]) -> R:
+    """Await ``work``; past ``after_s`` seconds, send a progress notification every second."""
+    result: list[R] = []
+
+    async def ticker(scope: anyio.CancelScope) -> None:
+        await anyio.sleep(after_s)
+        start = time.perf_counter() - after_s
+        while not scope.cancel_called:
+            elapsed = time.perf_counter() - start
+            try:
+                await ctx.report_progress(elapsed, None, f"{label}: running for {elapsed:.0f} s")
+            except Exception:  # noqa: BLE001 - a client that cannot take progress must not fail the call
+                return
+            await anyio.sleep(1.0)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ticker, tg.cancel_scope)
+        result.append(await work)
+        tg.cancel_scope.cancel()
+    return result[0]
+
+
+async def _run_restoration(ctx: Context, spec: ToolSpec, image_id: str, params: dict[str, Any]) -> Any:
+    state = state_of(ctx)
+    image = await anyio.to_thread.run_sync(state.store.get, image_id)
+    checked = spec.validate(params)
+    scale = spec.output_scale(checked)
+    check_size(image.shape[1] * scale, image.shape[0] * scale, max_pixels=state.config.max_pixels, name=f"{spec.key} output")
+    result = await with_progress(ctx, state.config.progress_after_s, spec.key, state.pool.call(spec, image, checked))
+    stored = await anyio.to_thread.run_sync(state.store.put, result.image)
+    info = RestoreResult(
+        image_id=stored.image_id,
+        width=stored.width,
+        height=stored.height,
+        input_id=image_id,
+        task=spec.task.value,
+        model=spec.name,
+        params=result.params,
+        seconds=round(result.run_s, 4),
+        queue_wait_seconds=round(result.queue_wait_s, 4),
+    )
+    summary = f"{spec.key}: {image_id} -> {stored.image_id} ({stored.width}x{stored.height}, {result.run_s:.2f} s)"
+    content = [TextContent(type="text", text=summary), *preview_content(result.image, state.config.preview_size)]
+    return CallToolResult(content=content, structured_content=info.model_dump())
+
+
+def build_server(config: ServerConfig | None = None) -> MCPServer[AppState]:
+    config = config or ServerConfig()
+    paths = PathPolicy(list(config.roots), config.output_root)
+
+    @asynccontextmanager
+    async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
+        pool = ModelPool(config.pool)
+        store = ImageStore(config.store_memory_mb, config.store_dir)
+        try:
+            yield AppState(config=config, pool=pool, store=store, paths=paths, started=time.time())
+        finally:
+            await pool.aclose()
+            store.close()
+
+    mcp: MCPServer[AppState] = MCPServer(
+        "tir-agent", instructions=INSTRUCTIONS, version=__version__, lifespan=lifespan, log_level="WARNING"
+    )
+
+    @mcp.tool(annotations=ToolAnnotations(read_only_hint=True))
+    @reports_errors
+    async def load_image(
+        ctx: Context,
+        path: Annotated[str | None, Field(description="Path of an image file inside the server's allowed roots (relative paths start at the first root).")] = None,
+        data: Annotated[str | None, Field(description="The image file itself, base64-encoded (a data: URL is accepted).")] = None,
+    ) -> Annotated[CallToolResult, ImageInfo]:
+        """Load an image (PNG, JPEG, TIFF, BMP, WebP; 8 or 16 bit; grayscale and alpha are converted to RGB) and return its image_id and a preview."""
+        state = state_of(ctx)
+        if (path is None) == (data is None):
+            raise ImageError("give exactly one of path or data")
+        if path is not None:
+            resolved = state.paths.readable(path)
+            raw, name = await anyio.to_thread.run_sync(resolved.read_bytes), path
+        else:
+            payload = data.split(",", 1)[1] if data.startswith("data:") else data  # type: ignore[union-attr]
+            try:
+                raw = base64.b64decode(payload, validate=True)
+            except (binascii.Error, ValueError):
+                raise ImageError("data is not valid base64") from None
+            name = "data"
+        image = await anyio.to_thread.run_sync(lambda: decode_image(raw, max_pixels=state.config.max_pixels, name=name))
+        stored = await anyio.to_thread.run_sync(state.store.put, image)
+        info = ImageInfo(image_id=stored.image_id, width=stored.width, height=stored.height)
+        text = TextContent(type="text", text=f"loaded {name} as {stored.image_id} ({stored.width}x{stored.height})")
+        return CallToolResult(content=[text, *preview_content(image, state.config.preview_size)], structured_content=info.model_dump())
+
+    @mcp.tool(annotations=ToolAnnotations(read_only_hint=True))
+    @reports_errors
+    async def get_image(
+        ctx: Context,
+        image_id: Annotated[str, Field(description="Id of a stored image.")],
+        format: Annotated[Literal["png", "jpeg", "webp"], Field(description="Encoding of the returned image.")] = "png",
+    ) -> Annotated[CallToolResult, ImageInfo]:
+        """Return a stored image at full resolution."""
+        state = state_of(ctx)
+        image = await anyio.to_thread.run_sync(state.store.get, image_id)
+        data = await anyio.to_thread.run_sync(lambda: base64.b64encode(encode_image(image, format)).decode())
+        info = ImageInfo(image_id=image_id, width=image.shape[1], height=image.shape[0])
+        mime = "image/jpeg" if format == "jpeg" else f"image/{format}"
+        return CallToolResult(content=[ImageContent(type="image", data=data, mime_type=mime)], structured_content=info.model_dump())
+
+    @mcp.tool(annotations=ToolAnnotations(destructive_hint=False))
+    @reports_errors
+    async def save_image(
+        ctx: Context,
+        image_id: Annotated[str, Field(description="Id of a stored image.")],
+        path: Annotated[str, Field(description="File to write inside the server's output root; the extension picks the format (.png, .jpg, .webp, .tif).")],
+    ) -> SavedImage:
+        """Write a stored image to a file inside the output root (the only place the server writes)."""
+        state = state_of(ctx)
+        target = state.paths.writable(path)
+        image = await anyio.to_thread.run_sync(state.store.get, image_id)
+        suffix = target.suffix.lower().lstrip(".") or "png"
+        if suffix not in {"png", "jpg", "jpeg", "webp", "tif", "tiff", "bmp"}:
+            raise ImageError(f"cannot save as {target.suffix!r}: use .png, .jpg, .webp, .tif or .bmp")
+        encoded = await anyio.to_thread.run_sync(encode_image, image, suffix)
+        await anyio.to_thread.run_sync(target.write_bytes, encoded)
+        return SavedImage(image_id=image_id, path=str(target), bytes=len(encoded))
+
+    @mcp.tool(annotations=ToolAnnotations(read_only_hint=True))
+    @reports_errors
+    async def assess_quality(
+        ctx: Context,
+        image_id: Annotated[str, Field(description="Id of the image to assess.")],
+        reference_id: Annotated[str | None, Field(description="Id of a clean reference of the same size, for full-reference metrics.")] = None,
+    ) -> Quality:
+        """Quality metrics of an image: the no-reference ones (NIQE, PIQE; lower is better), plus PSNR, SSIM, MS-SSIM, GMSD, FSIM and VIF when a reference is given. 'normalized' maps each onto [0, 1], higher is better."""
+        from tiragent.eval.metrics import evaluate, normalized
+
+        state = state_of(ctx)
+        image = await anyio.to_thread.run_sync(state.store.get, image_id)
+        reference = await anyio.to_thread.run_sync(state.store.get, reference_id) if reference_id else None
+        if reference is not None and reference.shape != image.shape:
+            raise ImageError(f"image {image.shape[1]}x{image.shape[0]} and reference {reference.shape[1]}x{reference.shape[0]} differ in size")
+        metrics = await with_progress(ctx, config.progress_after_s, "assess_quality", anyio.to_thread.run_sync(evaluate, image, reference))
+        return Quality(
+            image_id=image_id,
+            reference_id=reference_id,
+            metrics={k: round(v, 5) for k, v in metrics.items()},
+            normalized={k: round(normalized(k, v), 5) for k, v in metrics.items()},
+        )
+
+    @mcp.tool(annotations=ToolAnnotations(read_only_hint=True))
+    async def server_status(ctx: Context) -> dict[str, Any]:
+        """Counters of the shared model pool (calls, batch sizes, queue wait, run time per tool) and of the image store."""
+        state = state_of(ctx)
+        return {"version": __version__, "uptime_s": round(time.time() - state.started, 1), "pool": state.pool.stats(), "store": state.store.stats()}
+
+    for task in Task:
+        fn, description = build_task_tool(task, _run_restoration, Context, Annotated[CallToolResult, RestoreResult])
+        mcp.add_tool(reports_errors(fn), name=task.value, description=description, annotations=ToolAnnotations(read_only_hint=True))
+    return mcp

@@ -1,0 +1,63 @@
+"""Running the MCP server over stdio or streamable HTTP, with bearer-token protection off loopback."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from tiragent.errors import TirAgentError
+from tiragent.server.app import ServerConfig, build_server
+
+TOKEN_ENV = "TIR_AGENT_TOKEN"
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+class BearerAuth:
+    """ASGI middleware: HTTP requests must carry ``Authorization: Bearer <token>``."""
+
+    def __init__(self, app: Any, token: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            given = dict(scope.get("headers", [])).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                body = json.dumps({"error": "unauthorized: send 'Authorization: Bearer <token>'"}).encode()
+                await send({"type": "http.response.start", "status": 401, "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
+def read_token(token_file: Path | None) -> str | None:
+    """The bearer token from --token-file, else from $TIR_AGENT_TOKEN (never from the command line)."""
+    if token_file is not None:
+        token = Path(token_file).read_text().strip()
+        if not token:
+            raise TirAgentError(f"{token_file}: the token file is empty")
+        return token
+    return os.environ.get(TOKEN_ENV) or None
+
+
+def http_app(config: ServerConfig, *, host: str, token: str | None, max_body_mb: float) -> Any:
+    """The Starlette app for streamable HTTP (at /mcp), wrapped in bearer auth when a token is set."""
+    if host not in LOOPBACK and not token:
+        raise TirAgentError(
+            f"binding to {host} exposes the server beyond this machine: set a bearer token in ${TOKEN_ENV} or --token-file"
+        )
+    app = build_server(config).streamable_http_app(host=host, max_request_body_size=int(max_body_mb * 2**20))
+    return BearerAuth(app, token) if token else app
+
+
+def serve(config: ServerConfig, *, transport: str, host: str, port: int, token: str | None, max_body_mb: float) -> None:
+    if transport == "stdio":
+        build_server(config).run("stdio")
+        return
+    import uvicorn
+
+    app = http_app(config, host=host, token=token, max_body_mb=max_body_mb)
+    uvicorn.run(app, host=host, port=port, log_level="warning")

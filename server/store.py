@@ -1,0 +1,117 @@
+"""A content-addressed image store shared by every session of a server.
+
+Images are float32 RGB arrays; an image's id is a hash of its pixels, so storing the
+same result twice costs nothing and ids are stable across sessions. The store keeps the
+most recently used images in memory up to a byte budget and spills the rest to disk
+(``.npy``, exact), from where they are read back on demand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tiragent.errors import TirAgentError
+
+
+class UnknownImageError(TirAgentError, KeyError):
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    image_id: str
+    width: int
+    height: int
+
+
+def image_id_for(image: np.ndarray) -> str:
+    digest = hashlib.blake2b(digest_size=12)
+    digest.update(str(image.shape).encode())
+    digest.update(np.ascontiguousarray(image, dtype=np.float32).data)
+    return "img_" + digest.hexdigest()
+
+
+class ImageStore:
+    """Thread-safe; ``put`` and ``get`` may touch the disk, so call them off the event loop for big images."""
+
+    def __init__(self, memory_budget_mb: float = 1024, spill_dir: str | Path | None = None) -> None:
+        self.budget_bytes = int(memory_budget_mb * 2**20)
+        self._tmp = None if spill_dir is not None else tempfile.TemporaryDirectory(prefix="tir-agent-store-")
+        self.spill_dir = Path(spill_dir if spill_dir is not None else self._tmp.name)  # type: ignore[union-attr]
+        self.spill_dir.mkdir(parents=True, exist_ok=True)
+        self._memory: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._on_disk: set[str] = {p.stem for p in self.spill_dir.glob("img_*.npy")}
+        self._lock = threading.Lock()
+        self.memory_bytes = 0
+        self.spills = 0
+
+    def __contains__(self, image_id: str) -> bool:
+        with self._lock:
+            return image_id in self._memory or image_id in self._on_disk
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(set(self._memory) | self._on_disk)
+
+    def put(self, image: np.ndarray) -> StoredImage:
+        image = np.ascontiguousarray(image, dtype=np.float32)
+        image.setflags(write=False)
+        image_id = image_id_for(image)
+        with self._lock:
+            if image_id in self._memory:
+                self._memory.move_to_end(image_id)
+            else:
+                self._memory[image_id] = image
+                self.memory_bytes += image.nbytes
+                self._spill_over_budget(keep=image_id)
+        return StoredImage(image_id, image.shape[1], image.shape[0])
+
+    def get(self, image_id: str) -> np.ndarray:
+        with self._lock:
+            if image_id in self._memory:
+                self._memory.move_to_end(image_id)
+                return self._memory[image_id]
+            if image_id not in self._on_disk:
+                raise UnknownImageError(
+                    f"unknown image_id {image_id!r}: load the image with load_image first (ids come from load_image and restoration results)"
+                )
+            image = np.load(self.spill_dir / f"{image_id}.npy")
+            image.setflags(write=False)
+            self._memory[image_id] = image
+            self.memory_bytes += image.nbytes
+            self._spill_over_budget(keep=image_id)
+            return image
+
+    def _spill_over_budget(self, keep: str) -> None:
+        while self.memory_bytes > self.budget_bytes and len(self._memory) > 1:
+            oldest = next(iter(self._memory))
+            if oldest == keep:
+                break
+            image = self._memory.pop(oldest)
+            self.memory_bytes -= image.nbytes
+            if oldest not in self._on_disk:
+                np.save(self.spill_dir / f"{oldest}.npy", image)
+                self._on_disk.add(oldest)
+                self.spills += 1
+
+    def stats(self) -> dict[str, float]:
+        with self._lock:
+            return {
+                "images": len(set(self._memory) | self._on_disk),
+                "in_memory": len(self._memory),
+                "memory_mb": self.memory_bytes / 2**20,
+                "on_disk": len(self._on_disk),
+                "spills": self.spills,
+            }
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()

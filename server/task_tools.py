@@ -1,0 +1,122 @@
+"""One MCP tool per restoration task, with the concrete model as an enum argument.
+
+The (task, model) pair is the action space shared by assistants, the agent and RL
+training. A task tool's arguments are ``image_id``, ``model`` and the union of its
+models' parameters, each optional: omitted parameters take the chosen model's default,
+and a parameter that the chosen model does not have is an error that says which
+models have it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+from pydantic.fields import FieldInfo
+
+from tiragent.errors import ParameterError
+from tiragent.server.registry import Task, ToolSpec, list_tools
+
+TASK_SUMMARIES: dict[Task, str] = {
+    Task.DENOISE: "Remove sensor noise (Gaussian or Poisson grain).",
+    Task.MOTION_DEBLUR: "Remove motion blur (streaked, directional smear from camera or subject motion).",
+    Task.DEFOCUS_DEBLUR: "Remove defocus blur (uniformly soft, out-of-focus image).",
+    Task.DERAIN: "Remove rain streaks (thin bright slanted lines).",
+    Task.DEHAZE: "Remove haze or fog (washed-out contrast growing with distance).",
+    Task.DEJPEG: "Remove JPEG compression artefacts (8x8 blocking, ringing, colour bleeding).",
+    Task.SR: "Upscale a low-resolution image (x2 or x4); the result is larger than the input.",
+    Task.LOWLIGHT: "Brighten an underexposed, dark image.",
+}
+
+
+DEFAULT_MODELS: dict[Task, str] = {
+    # The best model of each task that is not high-cost, by docs/benchmarks/toolbox.md.
+    Task.DENOISE: "wavelet",
+    Task.MOTION_DEBLUR: "wiener",
+    Task.DEFOCUS_DEBLUR: "wiener",
+    Task.DERAIN: "opening",
+    Task.DEHAZE: "cap",
+    Task.DEJPEG: "bilateral",
+    Task.SR: "backprojection",
+    Task.LOWLIGHT: "retinex",
+}
+
+
+def _merged_fields(specs: list[ToolSpec]) -> dict[str, tuple[Any, str]]:
+    """Union of the models' parameters: name -> (annotation for the schema, description)."""
+    merged: dict[str, tuple[Any, str]] = {}
+    owners: dict[str, list[tuple[str, FieldInfo]]] = {}
+    for spec in specs:
+        for name, info in spec.params.model_fields.items():
+            owners.setdefault(name, []).append((spec.name, info))
+    for name, entries in owners.items():
+        first = entries[0][1]
+        same = all(repr((i.annotation, i.metadata)) == repr((first.annotation, first.metadata)) for _, i in entries)
+        defaults = "; ".join(f"{model}: {'estimated' if i.default is None else repr(i.default)}" for model, i in entries)
+        models = ", ".join(model for model, _ in entries)
+        description = f"{first.description} Models: {models}. Default when omitted ({defaults})."
+        metadata = list(first.metadata) if same else []
+        if not same:
+            description += " The allowed range depends on the model."
+        annotation = Annotated[tuple([first.annotation | None, *metadata, Field(description=description)])]  # type: ignore[operator]
+        merged[name] = (annotation, description)
+    return merged
+
+
+def task_tool_description(task: Task, specs: list[ToolSpec]) -> str:
+    lines = [TASK_SUMMARIES[task], "", "Models:"]
+    lines += [f"- {s.name} ({s.cost.value} cost): {s.description}" for s in specs]
+    lines += ["", "Returns the new image's id, its size, timing, and a downscaled preview."]
+    return "\n".join(lines)
+
+
+def build_task_tool(
+    task: Task, run: Callable[..., Awaitable[Any]], context_type: type, returns: Any
+) -> tuple[Callable[..., Awaitable[Any]], str]:
+    """A tool function for ``task`` whose signature is the MCP schema; it calls ``run(ctx, spec, image_id, params)``."""
+    specs = list_tools(task)
+    default = DEFAULT_MODELS.get(task, specs[0].name)
+    specs.sort(key=lambda s: s.name != default)  # the default first, in the enum and the description
+    names = tuple(s.name for s in specs)
+    by_name = {s.name: s for s in specs}
+    merged = _merged_fields(specs)
+
+    async def tool(**kwargs: Any) -> Any:
+        ctx = kwargs.pop("ctx")
+        image_id = kwargs.pop("image_id")
+        model = kwargs.pop("model")
+        spec = by_name[model]
+        given = {k: v for k, v in kwargs.items() if v is not None}
+        foreign = sorted(set(given) - set(spec.params.model_fields))
+        if foreign:
+            hints = "; ".join(
+                f"{k} belongs to {', '.join(s.name for s in specs if k in s.params.model_fields)}" for k in foreign
+            )
+            raise ParameterError(f"{task}: model {model!r} takes no parameter {', '.join(map(repr, foreign))} ({hints})")
+        return await run(ctx, spec, image_id, given)
+
+    parameters = [
+        inspect.Parameter(
+            "image_id",
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=Annotated[str, Field(description="Id of the image to restore, from load_image or an earlier step.")],
+        ),
+        inspect.Parameter(
+            "model",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=default,
+            annotation=Annotated[Literal[names], Field(description=f"Which model (tool) to run; see the list above. Default: {default}.")],  # type: ignore[valid-type]
+        ),
+    ]
+    parameters += [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation)
+        for name, (annotation, _) in merged.items()
+    ]
+    parameters.append(inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=context_type))
+    # The MCP SDK reads the schema from the signature and finds the context parameter in the annotations.
+    tool.__signature__ = inspect.Signature(parameters, return_annotation=returns)  # type: ignore[attr-defined]
+    tool.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": returns}
+    tool.__name__ = task.value
+    return tool, task_tool_description(task, specs)
