@@ -27,6 +27,7 @@ test: install
 bench: install
 	$(BIN)/python benchmarks/pool_throughput.py
 	$(BIN)/python benchmarks/toolbox.py
+	$(BIN)/python benchmarks/mcp_overhead.py
 
 clean:
 	rm -rf $(VENV) demo-output

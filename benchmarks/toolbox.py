@@ -10,6 +10,7 @@ sampled from a fixed seed per image; the tool runs with its default parameters
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -17,7 +18,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from common import SHARED_DATA, write_report
+from common import ROOT, SHARED_DATA, write_report
 from tiragent.eval.degradations import DEGRADATIONS, degrade
 from tiragent.eval.metrics import create_metric
 from tiragent.images import list_images, read_image
@@ -76,7 +77,7 @@ def main() -> None:
             }
         )
     lines = [
-        f"{len(cleans)} images of `{args.data}` (the first by name), one protocol-sampled degradation per image (seed {args.seed}); "
+        f"{len(cleans)} images of `{os.path.relpath(args.data, ROOT)}` (the first by name), one protocol-sampled degradation per image (seed {args.seed}); "
         f"tools at their default parameters. For super-resolution the input column is bicubic upscaling. "
         f"Timing: median of 3 calls on a {args.size}x{args.size} image (1 call for high-cost tools), one thread of work per call.\n",
         "| tool | cost | ms / 512x512 | PSNR in | PSNR out | gain (dB) | SSIM in | SSIM out |",

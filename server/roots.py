@@ -29,7 +29,10 @@ class PathPolicy:
     def __post_init__(self) -> None:
         if not self.read_roots:
             raise ValueError("at least one root folder is needed")
-        self.read_roots = [Path(r).expanduser().resolve(strict=True) for r in self.read_roots]
+        missing = [str(r) for r in self.read_roots if not Path(r).expanduser().is_dir()]
+        if missing:
+            raise TirAgentError(f"root folder(s) do not exist: {', '.join(missing)}")
+        self.read_roots = [Path(r).expanduser().resolve() for r in self.read_roots]
         self.write_root = Path(self.write_root).expanduser().resolve() if self.write_root else self.read_roots[0]
 
     def _resolve(self, path: str, base: Path) -> Path:

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tiragent.server import store as store_module
+from tiragent.server.store import ImageStore, UnknownImageError, image_id_for
+
+
+def img(value: float, size: int = 64) -> np.ndarray:
+    return np.full((size, size, 3), value, np.float32)
+
+
+def test_content_addressed_ids(tmp_path):
+    store = ImageStore(spill_dir=tmp_path)
+    a, b = store.put(img(0.1)), store.put(img(0.1).copy())
+    assert a.image_id == b.image_id and len(store) == 1
+    assert store.put(img(0.2)).image_id != a.image_id
+    assert image_id_for(img(0.1, 32)) != image_id_for(img(0.1, 32).reshape(16, 64, 3))  # shape is part of the id
+    assert (a.width, a.height) == (64, 64)
+
+
+def test_stored_images_are_read_only(tmp_path):
+    store = ImageStore(spill_dir=tmp_path)
+    ref = store.put(img(0.3))
+    with pytest.raises(ValueError):
+        store.get(ref.image_id)[0, 0, 0] = 1.0
+
+
+def test_spills_to_disk_over_budget_and_reads_back(tmp_path):
+    one_mb = 1024 * 1024
+    store = ImageStore(memory_budget_mb=0.1, spill_dir=tmp_path)  # a 64x64x3 float image is 48 KB
+    ids = [store.put(img(v / 10)).image_id for v in range(5)]
+    stats = store.stats()
+    assert stats["images"] == 5 and stats["in_memory"] == 2 and stats["on_disk"] == 3 and stats["memory_mb"] * one_mb <= 0.1 * one_mb
+    for v, image_id in enumerate(ids):
+        assert np.array_equal(store.get(image_id), img(v / 10))
+    # A new store on the same folder finds the spilled images (they survive a restart).
+    again = ImageStore(spill_dir=tmp_path)
+    assert ids[0] in again
+
+
+def test_unknown_id_is_a_clear_error(tmp_path):
+    with pytest.raises(UnknownImageError, match="unknown image_id 'img_x': load the image with load_image first"):
+        ImageStore(spill_dir=tmp_path).get("img_x")
+
+
+def test_a_fast_hash_collision_never_aliases_two_images(tmp_path, monkeypatch):
+    real = store_module.image_id_for
+    monkeypatch.setattr(store_module, "image_id_for", lambda image, secure=False: real(image, secure=True) if secure else "img_same")
+    store = ImageStore(spill_dir=tmp_path)
+    first, second = store.put(img(0.1)), store.put(img(0.9))
+    assert first.image_id == "img_same" and second.image_id.startswith("img_s") and second.image_id != "img_same"
+    assert store.get(first.image_id)[0, 0, 0] == pytest.approx(0.1)
+    assert store.get(second.image_id)[0, 0, 0] == pytest.approx(0.9)
