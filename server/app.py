@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 
 from tiragent import __version__
 from tiragent.errors import ImageError, TirAgentError
-from tiragent.images import DEFAULT_MAX_PIXELS, check_size, decode_image, encode_image, to_uint8
+from tiragent.images import DEFAULT_MAX_PIXELS, check_size, decode_image, encode_image
 from tiragent.server.pool import ModelPool, PoolConfig
 from tiragent.server.registry import Task, ToolSpec
 from tiragent.server.roots import PathPolicy

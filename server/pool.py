@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import threading
 import time
 from collections import Counter, OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
@@ -43,7 +42,10 @@ class PoolConfig:
         default=None, metadata={"help": "Cap on batch size; default: each model's own on a GPU, 1 on the CPU (measured: batches are slower per image on CPUs, see docs/benchmarks/pool_throughput.md)."}
     )
     batch_wait_ms: float = field(default=5.0, metadata={"help": "How long a batch waits for more inputs after its first."})
-    timeout_s: float = field(default=300.0, metadata={"help": "Default per-call time limit in seconds."})
+    timeout_s: float = field(
+        default=300.0,
+        metadata={"help": "Default per-call time limit in seconds. A timed-out classical tool's thread finishes its work, but its result is dropped."},
+    )
     half_precision: bool = field(default=True, metadata={"help": "Run models that support it in bf16/fp16 on a GPU."})
 
 
@@ -175,7 +177,6 @@ class ModelPool:
         self.cache = ModelCache(self.device, int(budget * 2**20), self.config.half_precision)
         self._queues: dict[str, BatchQueue[_Piece, np.ndarray]] = {}
         self._stats: dict[str, ToolStats] = {}
-        self._lock = threading.Lock()
         self.in_flight = 0
 
     def _default_budget_mb(self) -> float:
@@ -218,15 +219,15 @@ class ModelPool:
         stats.calls += 1
         self.in_flight += 1
         started = time.perf_counter()
+        limit = self.config.timeout_s if timeout is None else timeout
         try:
-            async with asyncio.timeout(self.config.timeout_s if timeout is None else timeout):
+            async with asyncio.timeout(limit):
                 if spec.is_torch:
                     out, wait, batch_size = await self._run_model(spec, image, checked)
                 else:
                     out, wait, batch_size = await self._run_cpu(spec, image, checked)
         except TimeoutError:
             stats.timeouts += 1
-            limit = self.config.timeout_s if timeout is None else timeout
             raise ToolTimeoutError(f"{spec.key} did not finish within {limit:g} s") from None
         except asyncio.CancelledError:
             stats.cancelled += 1

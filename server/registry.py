@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -88,7 +88,6 @@ class ToolSpec:
     run: Callable[[np.ndarray, Any], np.ndarray] | None = None
     build: Callable[[], nn.Module] | None = None
     descriptor: ModelDescriptor | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
