@@ -51,7 +51,8 @@ class NaiveExecutor:
     """One call at a time: each call is a batch-of-one forward on one dedicated worker thread (like the pool's device thread)."""
 
     def __init__(self, channels_last: bool) -> None:
-        self.model = build().eval()
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"  # the device the pool picks
+        self.model = build().eval().to(self.device)
         self.channels_last = channels_last
         self.lock = asyncio.Lock()
         self.thread = ThreadPoolExecutor(max_workers=1)
@@ -62,7 +63,7 @@ class NaiveExecutor:
                 x = torch.from_numpy(np.stack([image])).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
             else:
                 x = torch.from_numpy(image).permute(2, 0, 1)[None]
-            return self.model(x).clamp(0, 1)[0].permute(1, 2, 0).numpy()
+            return self.model(x.to(self.device)).clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
 
     async def call(self, image: np.ndarray) -> np.ndarray:
         async with self.lock:

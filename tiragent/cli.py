@@ -117,37 +117,60 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-DEMO_PIPELINE = [("denoise.nlm", {}), ("lowlight.retinex", {})]
+def cmd_restore(args: argparse.Namespace) -> int:
+    from tiragent.agent.run import restore_cli
+
+    return asyncio.run(
+        restore_cli(args.input, args.output, policy=args.policy, server=args.server, trajectory=args.trajectory,
+                    max_steps=args.max_steps, device=args.device)  # fmt: skip
+    )
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from tiragent.agent.evaluate import evaluate_policies
+    from tiragent.eval.report import write
+
+    records = asyncio.run(
+        evaluate_policies(args.bench, args.policy, server=args.server, max_steps=args.max_steps, limit=args.limit, device=args.device)
+    )
+    header = f"Benchmark `{args.bench}`, policies {', '.join(args.policy)}; means over images.\n\n"
+    path = write(records, args.out or args.bench / "eval", header)
+    print(path.read_text())
+    print(f"written: {path} (and results.json, quality_vs_calls.png beside it)")
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Restore the bundled example with a fixed pipeline (the agent replaces it in a later release)."""
+    """Restore the bundled example with the agent (the exhaustive policy by default) and score each step."""
+    from tiragent.agent.loop import restore
+    from tiragent.agent.policy import create_policy
+    from tiragent.agent.session import open_session
     from tiragent.eval.metrics import evaluate
     from tiragent.images import read_image, write_image
-    from tiragent.server.pool import ModelPool, PoolConfig
 
     examples = resources.files("tiragent") / "examples"
-    degraded = read_image(Path(str(args.input or examples / "astronaut_dark+noise.png")))
+    degraded = read_image(Path(str(args.input or examples / "astronaut_rain+dark.png")))
     reference = read_image(Path(str(examples / "astronaut_clean.png"))) if args.input is None else None
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_image(degraded, out_dir / "0_input.png")
     names = ["psnr", "ssim", "niqe"] if reference is not None else ["niqe", "piqe"]
 
-    def report(step: str, image: Any) -> None:
+    def report(label: str, image: Any) -> None:
         scores = evaluate(image, reference, names)
-        print(f"{step:22s} " + "  ".join(f"{k} {v:7.3f}" for k, v in scores.items()))
+        print(f"{label:34s} " + "  ".join(f"{k} {v:7.3f}" for k, v in scores.items()))
 
     async def run() -> Any:
-        image = degraded
-        report("input", image)
-        async with ModelPool(PoolConfig()) as pool:
-            for i, (tool, params) in enumerate(DEMO_PIPELINE, start=1):
-                result = await pool.call(tool, image, params)
-                image = result.image
-                write_image(image, out_dir / f"{i}_{tool}.png")
-                report(f"{tool} ({result.run_s:.2f}s)", image)
-        return image
+        async with open_session() as session:
+            result, trajectory = await restore(session, degraded, create_policy(args.policy), name="demo")
+            report("input", degraded)
+            for i, step in enumerate(trajectory.path(), start=1):
+                image = await session.fetch(step.output_id)
+                write_image(image, out_dir / f"{i}_{step.key}.png")
+                report(f"{i}. {step.key} ({step.seconds:.2f} s)", image)
+            (out_dir / "trajectory.json").write_text(json.dumps(trajectory.to_json(), indent=2))
+            print(f"policy {args.policy}: {len(trajectory.steps)} tool calls in {trajectory.seconds:.1f} s ({trajectory.stop_reason})")
+            return result
 
     final = asyncio.run(run())
     write_image(final, out_dir / "restored.png")
@@ -211,9 +234,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("demo", help="restore the bundled example offline")
+    p = sub.add_parser("restore", help="restore an image or a folder with an agent over MCP")
+    p.add_argument("input", type=Path, help="an image, or a folder of images")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output image (or folder, for a folder input)")
+    p.add_argument("--policy", default="exhaustive", help="exhaustive, fixed, oracle, random, or a Qwen-VL checkpoint folder")
+    p.add_argument("--server", help="streamable-HTTP URL of a running server (default: start one over stdio)")
+    p.add_argument("--trajectory", type=Path, help="write the trajectory JSON here (a folder, for a folder input)")
+    p.add_argument("--max-steps", type=int, help="most tool calls per image (default: the policy's own)")
+    p.add_argument("--device", default="auto", help="device of the stdio server it starts")
+    p.set_defaults(func=cmd_restore)
+
+    p = sub.add_parser("eval", help="evaluate policies on a benchmark folder (made by `bench make`)")
+    p.add_argument("--bench", type=Path, required=True)
+    p.add_argument("--policy", action="append", required=True, help="repeat for several policies")
+    p.add_argument("--out", type=Path, help="output folder (default: BENCH/eval)")
+    p.add_argument("--server", help="streamable-HTTP URL of a running server (default: start one over stdio)")
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--limit", type=int, help="only the first N images")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("demo", help="restore the bundled example offline with the agent")
     p.add_argument("--input", type=Path, help="another degraded image instead of the bundled one")
     p.add_argument("--out", default="demo-output")
+    p.add_argument("--policy", default="exhaustive")
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -1,0 +1,140 @@
+"""The agent's side of MCP: one client session to the tool server, and the action space it lists.
+
+The agent and training reach the tools only through MCP, never by importing server
+code, so that assistants, the CLI and RL share one action space.
+"""
+
+from __future__ import annotations
+
+import base64
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from mcp import Client, StdioServerParameters
+
+from tiragent.agent.actions import Action
+from tiragent.errors import TirAgentError
+from tiragent.images import decode_image, encode_image
+
+IO_TOOLS = {"load_image", "get_image", "save_image", "assess_quality", "server_status", "detect_degradations"}
+
+
+class ServerError(TirAgentError, RuntimeError):
+    """The tool server went away or the connection broke."""
+
+
+class ToolCallError(TirAgentError, RuntimeError):
+    """The server answered a call with a tool error (bad input, a failing tool)."""
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    image_id: str
+    width: int
+    height: int
+    params: dict[str, Any]
+    seconds: float
+    queue_wait_seconds: float
+
+
+@dataclass(frozen=True)
+class ActionSpace:
+    """Restoration tasks and their models, with each model's parameter names, as the server lists them."""
+
+    models: dict[str, list[str]]
+    defaults: dict[str, str]
+    descriptions: dict[str, str]
+    schemas: dict[str, dict[str, Any]]
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.models)
+
+    def check(self, action: Action) -> None:
+        if action.task not in self.models:
+            raise TirAgentError(f"unknown task {action.task!r}; the server offers {', '.join(self.models)}")
+        if action.model not in self.models[action.task]:
+            raise TirAgentError(f"task {action.task!r} has no model {action.model!r}; it has {', '.join(self.models[action.task])}")
+
+
+class ToolSession:
+    """Typed calls over one MCP client session."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self._space: ActionSpace | None = None
+
+    async def _call(self, tool: str, arguments: dict[str, Any]) -> Any:
+        try:
+            result = await self.client.call_tool(tool, arguments)
+        except Exception as err:  # transport failures: the server died or the connection broke
+            raise ServerError(f"the tool server failed during {tool}: {type(err).__name__}: {err}") from err
+        if result.is_error:
+            text = " ".join(getattr(block, "text", "") for block in result.content)
+            raise ToolCallError(text or f"{tool} failed")
+        return result
+
+    async def action_space(self) -> ActionSpace:
+        if self._space is None:
+            tools = (await self.client.list_tools()).tools
+            models, defaults, descriptions, schemas = {}, {}, {}, {}
+            for tool in tools:
+                props = tool.input_schema.get("properties", {})
+                if tool.name in IO_TOOLS or "model" not in props or "enum" not in props["model"]:
+                    continue
+                models[tool.name] = list(props["model"]["enum"])
+                defaults[tool.name] = props["model"].get("default", models[tool.name][0])
+                descriptions[tool.name] = tool.description or ""
+                schemas[tool.name] = tool.input_schema
+            self._space = ActionSpace(models, defaults, descriptions, schemas)
+        return self._space
+
+    async def load(self, image: np.ndarray) -> str:
+        data = base64.b64encode(encode_image(image, "png")).decode()
+        return (await self._call("load_image", {"data": data})).structured_content["image_id"]
+
+    async def fetch(self, image_id: str) -> np.ndarray:
+        result = await self._call("get_image", {"image_id": image_id, "format": "png"})
+        return decode_image(base64.b64decode(result.content[0].data), max_pixels=1 << 40, name=image_id)
+
+    async def apply(self, action: Action, image_id: str) -> ToolResult:
+        arguments = {"image_id": image_id, "model": action.model, **action.params}
+        info = (await self._call(action.task, arguments)).structured_content
+        return ToolResult(info["image_id"], info["width"], info["height"], info["params"], info["seconds"], info["queue_wait_seconds"])
+
+    async def assess(self, image_id: str, reference_id: str | None = None, metrics: list[str] | None = None) -> dict[str, float]:
+        arguments: dict[str, Any] = {"image_id": image_id}
+        if reference_id:
+            arguments["reference_id"] = reference_id
+        if metrics:
+            arguments["metrics"] = metrics
+        return (await self._call("assess_quality", arguments)).structured_content["metrics"]
+
+    async def detect(self, image_id: str) -> dict[str, float]:
+        """Probability that each degradation is present, keyed by the task that removes it."""
+        return (await self._call("detect_degradations", {"image_id": image_id})).structured_content["tasks"]
+
+
+@asynccontextmanager
+async def open_session(server: str | None = None, *, device: str = "auto") -> AsyncIterator[ToolSession]:
+    """A session on ``server`` (a streamable-HTTP URL), or on a stdio server this starts itself."""
+    if server:
+        target: Any = server
+    else:
+        target = StdioServerParameters(command=sys.executable, args=["-m", "tiragent.cli", "serve", "--device", device, "--preview-size", "0"])
+    try:
+        client = Client(target)
+        await client.__aenter__()
+    except Exception as err:
+        raise ServerError(f"cannot reach the tool server ({server or 'stdio'}): {type(err).__name__}: {err}") from err
+    try:
+        yield ToolSession(client)
+    finally:
+        try:
+            await client.__aexit__(None, None, None)
+        except Exception:  # noqa: BLE001 - a dead server is reported by the call that met it
+            pass

@@ -1,0 +1,74 @@
+"""Tables and plots from per-image evaluation records: per group (A, B, C) and overall, averaged over images."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+COLUMNS = [("psnr", "PSNR", 2), ("ssim", "SSIM", 4), ("ms_ssim", "MS-SSIM", 4), ("niqe", "NIQE", 3), ("piqe", "PIQE", 2),
+           ("tool_calls", "tool calls", 2), ("seconds", "s / image", 2)]  # fmt: skip
+
+
+def aggregate(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    """policy -> group ('A', 'B', 'C', 'all') -> metric -> mean over images (and 'images': the count)."""
+    buckets: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        buckets[(r["policy"], r["group"])].append(r)
+        buckets[(r["policy"], "all")].append(r)
+    table: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
+    for (policy, group), rows in buckets.items():
+        means = {key: float(np.mean([r[key] for r in rows if key in r])) for key, _, _ in COLUMNS if any(key in r for r in rows)}
+        table[policy][group] = {**means, "images": len(rows)}
+    return dict(table)
+
+
+def markdown(table: dict[str, dict[str, dict[str, float]]]) -> str:
+    groups = [g for g in ("all", "A", "B", "C") if any(g in v for v in table.values())]
+    out = []
+    for group in groups:
+        title = "Overall" if group == "all" else f"Group {group}"
+        count = next(int(v[group]["images"]) for v in table.values() if group in v)
+        out += [f"### {title} ({count} images)", "", "| policy | " + " | ".join(c[1] for c in COLUMNS) + " |",
+                "|---|" + "---:|" * len(COLUMNS)]  # fmt: skip
+        for policy, groups_ in table.items():
+            if group in groups_:
+                row = groups_[group]
+                out.append(f"| {policy} | " + " | ".join(f"{row[k]:.{d}f}" if k in row else "-" for k, _, d in COLUMNS) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def plot(table: dict[str, dict[str, dict[str, float]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 4, figsize=(16, 4), sharey=False)
+    for ax, group in zip(axes, ("all", "A", "B", "C")):
+        for policy, groups_ in table.items():
+            if group in groups_:
+                row = groups_[group]
+                ax.scatter(row["tool_calls"], row["psnr"], s=60)
+                ax.annotate(policy, (row["tool_calls"], row["psnr"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        ax.set_title("overall" if group == "all" else f"group {group}")
+        ax.set_xlabel("tool calls per image")
+        ax.set_ylabel("PSNR (dB)")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write(records: list[dict[str, Any]], out_dir: Path, header: str = "") -> Path:
+    """results.json (records and table), results.md and quality_vs_calls.png in ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = aggregate(records)
+    (out_dir / "results.json").write_text(json.dumps({"table": table, "records": records}, indent=1))
+    (out_dir / "results.md").write_text(header + markdown(table))
+    plot(table, out_dir / "quality_vs_calls.png")
+    return out_dir / "results.md"
