@@ -30,6 +30,8 @@ class MetricInfo:
     """``normalized`` maps [low, high] linearly onto [0, 1] (reversed when lower is better) and clips."""
     description: str
     options: tuple[tuple[str, Any], ...] = ()
+    min_side: int = 8
+    """Smallest image side the metric is defined for."""
 
 
 METRICS: dict[str, MetricInfo] = {}
@@ -46,11 +48,11 @@ def niqe_params_path() -> str:
 
 register_metric(MetricInfo("psnr", "psnr", True, False, 10.0, 50.0, "Peak signal-to-noise ratio in dB on RGB."))
 register_metric(MetricInfo("ssim", "ssim", True, False, 0.0, 1.0, "Structural similarity (on Y, as pyiqa computes it)."))
-register_metric(MetricInfo("ms_ssim", "ms_ssim", True, False, 0.0, 1.0, "Multi-scale SSIM; needs at least 161 px per side."))
+register_metric(MetricInfo("ms_ssim", "ms_ssim", True, False, 0.0, 1.0, "Multi-scale SSIM; needs at least 161 px per side.", min_side=161))
 register_metric(MetricInfo("gmsd", "gmsd", True, True, 0.0, 0.35, "Gradient magnitude similarity deviation (0 = identical)."))
 register_metric(MetricInfo("fsim", "fsim", True, False, 0.5, 1.0, "Feature similarity (phase congruency and gradients)."))
 register_metric(MetricInfo("vif", "vif", True, False, 0.0, 1.0, "Visual information fidelity (1 = identical)."))
-register_metric(MetricInfo("piqe", "piqe", False, True, 0.0, 100.0, "Perception-based image quality evaluator, no reference (0 = best)."))
+register_metric(MetricInfo("piqe", "piqe", False, True, 0.0, 100.0, "Perception-based image quality evaluator, no reference (0 = best).", min_side=16))
 register_metric(
     MetricInfo(
         "niqe",
@@ -61,6 +63,7 @@ register_metric(
         20.0,
         "Natural image quality evaluator, no reference; model fitted on CBSD68 by this project (lower is better).",
         options=(("pretrained_model_path", None),),
+        min_side=96,
     )
 )
 
@@ -95,8 +98,8 @@ class Metric:
                 raise ValueError(f"{self.info.name} is a full-reference metric: pass a reference image")
             if reference.shape != image.shape:
                 raise ImageError(f"{self.info.name}: image {image.shape[:2]} and reference {reference.shape[:2]} differ in size")
-        if self.info.name == "ms_ssim" and min(image.shape[:2]) < 161:
-            raise ImageError(f"ms_ssim needs at least 161 px per side, the image is {image.shape[1]}x{image.shape[0]}")
+        if min(image.shape[:2]) < self.info.min_side:
+            raise ImageError(f"{self.info.name} needs at least {self.info.min_side} px per side, the image is {image.shape[1]}x{image.shape[0]}")
         # Images are [0, 1] by contract; clipping absorbs interpolation overshoot that pyiqa would reject.
         to_tensor = lambda a: torch.from_numpy(np.clip(a, 0, 1, dtype=np.float32)).permute(2, 0, 1)[None].to(self.device)  # noqa: E731
         with self._lock, torch.inference_mode():
@@ -139,13 +142,16 @@ def evaluate(
     names: list[str] | None = None,
     device: str = "cpu",
 ) -> dict[str, float]:
-    """Several metrics at once: by default every no-reference one, plus every full-reference one when a reference is given."""
+    """Several metrics at once: by default every no-reference one, plus every full-reference one when a reference is given.
+
+    Metrics undefined at the image's size (MS-SSIM under 161 px, NIQE under 96 px) are left out.
+    """
     if names is None:
         names = NO_REFERENCE + (FULL_REFERENCE if reference is not None else [])
     results = {}
     for name in names:
-        metric = create_metric(name, device)
-        if metric.info.name == "ms_ssim" and min(image.shape[:2]) < 161:
+        if min(image.shape[:2]) < get_metric_info(name).min_side:
             continue
+        metric = create_metric(name, device)
         results[name] = metric(image, reference if metric.info.full_reference else None)
     return results

@@ -1,0 +1,89 @@
+"""A tiny Qwen-VL of the real architecture, random-initialised, with a tokenizer trained here.
+
+For tests and CI: builds in seconds, downloads nothing, and saves a folder that
+``QwenVLPolicy`` (and ``AutoProcessor`` / ``AutoModelForImageTextToText``) load like a
+real checkpoint.
+
+    python -m tiragent.agent.tiny OUT_DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from importlib import resources
+from pathlib import Path
+
+SPECIAL_TOKENS = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
+    "<|video_pad|>", "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>",
+]  # fmt: skip
+
+
+def chat_template() -> str:
+    return (resources.files("tiragent.agent") / "templates" / "qwen_vl_tools.jinja").read_text()
+
+
+def _corpus() -> list[str]:
+    words = ["denoise", "motion_deblur", "defocus_deblur", "derain", "dehaze", "dejpeg", "sr", "lowlight", "image_id",
+             "model", "sigma", "scale", "STOP", "wavelet", "nlm", "bm3d", "wiener", "richardson_lucy", "opening", "inpaint",
+             "dcp", "cap", "deblock", "bilateral", "lanczos", "backprojection", "gamma", "clahe", "retinex", "niqe", "piqe"]  # fmt: skip
+    lines = [f'{{"name": "{w}", "arguments": {{"image_id": "img_0123456789abcdef", "model": "{w}"}}}}' for w in words]
+    return lines + ["Restore this photo. The image shows noise, blur, rain, haze, JPEG artefacts, low resolution or low light."] * 4
+
+
+def build_tiny_qwen(out_dir: str | Path, *, hidden_size: int = 64, layers: int = 2, seed: int = 0) -> Path:
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
+    from transformers import (
+        Qwen2TokenizerFast,
+        Qwen2VLImageProcessorFast,
+        Qwen3VLConfig,
+        Qwen3VLForConditionalGeneration,
+        Qwen3VLProcessor,
+        Qwen3VLVideoProcessor,
+    )
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    raw = Tokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    raw.train_from_iterator(_corpus(), trainers.BpeTrainer(vocab_size=600, special_tokens=SPECIAL_TOKENS,
+                                                           initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))  # fmt: skip
+    tokenizer = Qwen2TokenizerFast(tokenizer_object=raw, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None)
+    tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[1:]})
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    image_processor = Qwen2VLImageProcessorFast(patch_size=16, merge_size=2, temporal_patch_size=2, min_pixels=32 * 32, max_pixels=128 * 128)
+    video_processor = Qwen3VLVideoProcessor(patch_size=16, merge_size=2, temporal_patch_size=2)
+    processor = Qwen3VLProcessor(image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor, chat_template=chat_template())
+    config = Qwen3VLConfig(
+        text_config={"vocab_size": len(tokenizer), "hidden_size": hidden_size, "intermediate_size": hidden_size * 2,
+                     "num_hidden_layers": layers, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": hidden_size // 4,
+                     "max_position_embeddings": 4096, "rope_parameters": {"rope_theta": 10000.0, "rope_type": "default", "mrope_section": [2, 3, 3]},
+                     "pad_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"]},
+        vision_config={"depth": 2, "hidden_size": hidden_size, "intermediate_size": hidden_size * 2, "num_heads": 4,
+                       "patch_size": 16, "spatial_merge_size": 2, "temporal_patch_size": 2, "out_hidden_size": hidden_size,
+                       "num_position_embeddings": 256, "deepstack_visual_indexes": [0]},
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    model = Qwen3VLForConditionalGeneration(config)
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    (out / "tir_agent.json").write_text(json.dumps({"kind": "tiny random Qwen3-VL for tests", "hidden_size": hidden_size, "seed": seed}))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Build a tiny random-initialised Qwen3-VL policy checkpoint.")
+    parser.add_argument("out", type=Path)
+    args = parser.parse_args()
+    print(f"tiny Qwen3-VL written to {build_tiny_qwen(args.out)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""The dev benchmark: every built-in policy on the 16 protocol combinations built from CBSD68.
+
+Builds the benchmark folder (``tir-agent bench make``) if it is missing, evaluates the
+policies (``tir-agent eval``), and writes docs/benchmarks/agents.md with the tables, plus
+results.json and quality_vs_calls.png in docs/benchmarks/agents/.
+
+    python benchmarks/agents.py [--per-combo 6] [--policy fixed --policy exhaustive ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+from pathlib import Path
+
+from common import ROOT, SHARED_DATA, write_report
+from tiragent.agent.evaluate import evaluate_policies
+from tiragent.eval.bench import make_benchmark
+from tiragent.eval.report import aggregate, markdown, plot
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clean", type=Path, default=SHARED_DATA / "clean" / "CBSD68")
+    parser.add_argument("--bench", type=Path, default=Path("/tmp/tir-agent-devbench"))
+    parser.add_argument("--per-combo", type=int, default=6)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--policy", action="append", help="default: random, fixed, exhaustive, oracle")
+    parser.add_argument("--name", default="agents")
+    parser.add_argument("--limit", type=int)
+    args = parser.parse_args()
+    policies = args.policy or ["random", "fixed", "exhaustive", "oracle"]
+    if not (args.bench / "manifest.json").exists():
+        make_benchmark(args.clean, args.bench, per_combo=args.per_combo, seed=args.seed)
+    records = asyncio.run(evaluate_policies(args.bench, policies, limit=args.limit))
+    table = aggregate(records)
+    out = ROOT / "docs" / "benchmarks" / args.name
+    out.mkdir(parents=True, exist_ok=True)
+    plot(table, out / "quality_vs_calls.png")
+    text = (
+        f"Dev benchmark: `tir-agent bench make --clean {args.clean.relative_to(ROOT.parent) if args.clean.is_relative_to(ROOT.parent) else args.clean} "
+        f"--per-combo {args.per_combo} --seed {args.seed}` (16 combinations, {len(records) // (len(policies) + 1)} images), "
+        f"then `tir-agent eval` with policies {', '.join(policies)}. Tools: the classical toolbox. 'input' is the degraded image "
+        "(low-resolution inputs bicubic-upscaled for scoring); results of another size are resized to the target. "
+        "NIQE and PIQE: lower is better. Seconds include the per-step quality assessment the agent loop records. "
+        f"Plot: [{args.name}/quality_vs_calls.png]({args.name}/quality_vs_calls.png).\n\n" + markdown(table)
+    )
+    print(text)
+    shutil.copy(write_report(args.name, text, {"table": table, "records": records}), out / "results.md")
+
+
+if __name__ == "__main__":
+    main()

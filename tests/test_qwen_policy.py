@@ -1,0 +1,100 @@
+"""The Qwen-VL policy on a tiny random Qwen3-VL built offline: template, parsing, and the loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from mcp import Client
+
+from tiragent.agent.actions import Action, Stop
+from tiragent.agent.loop import restore
+from tiragent.agent.policies.qwen import QwenVLPolicy, parse_reply, tool_schemas
+from tiragent.agent.policy import create_policy
+from tiragent.agent.session import ToolSession
+from tiragent.agent.tiny import build_tiny_qwen
+from tiragent.server.app import ServerConfig, build_server
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return build_tiny_qwen(tmp_path_factory.mktemp("tiny-qwen"))
+
+
+@pytest.fixture
+async def session(tmp_path):
+    async with Client(build_server(ServerConfig(roots=[tmp_path], preview_size=0))) as client:
+        yield ToolSession(client)
+
+
+@pytest.fixture
+def image(astronaut):
+    return astronaut
+
+
+async def test_template_renders_tool_calls_and_they_parse_back(checkpoint, session):
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(checkpoint)
+    space = await session.action_space()
+    call = {"type": "function", "function": {"name": "denoise", "arguments": {"model": "nlm", "sigma": 25}}}
+    messages = [
+        {"role": "system", "content": "restore"},
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Restore this photo."}]},
+        {"role": "assistant", "content": "", "tool_calls": [call]},
+        {"role": "tool", "content": [{"type": "text", "text": "done"}, {"type": "image"}]},
+    ]
+    text = processor.apply_chat_template(messages, tools=tool_schemas(space), tokenize=False, add_generation_prompt=True)
+    assert '"name": "denoise"' in text and "<tools>" in text and text.count("<|image_pad|>") == 2
+    assert "<tool_response>" in text and text.endswith("<|im_start|>assistant\n")
+    turn = text.split("<|im_start|>assistant")[1]
+    assert parse_reply(turn, space) == Action("denoise", "nlm", {"sigma": 25})
+    # Every tool call the template renders parses back to the same action.
+    for task in space.tasks:
+        for model in space.models[task]:
+            rendered = processor.apply_chat_template(
+                [{"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {"name": task, "arguments": {"model": model}}}]}],
+                tokenize=False,
+            )
+            assert parse_reply(rendered, space) == Action(task, model, {})
+
+
+async def test_parse_reply_errors_name_the_problem(session):
+    space = await session.action_space()
+    assert isinstance(parse_reply("I think it is clean. STOP", space), Stop)
+    assert parse_reply('<tool_call>{"name": "dehaze", "arguments": {}}</tool_call>', space) == Action("dehaze", "cap", {})
+    for reply, problem in [
+        ("hello", "no <tool_call>"),
+        ("<tool_call>{not json}</tool_call>", "not valid JSON"),
+        ('<tool_call>{"name": "paint", "arguments": {}}</tool_call>', "unknown tool 'paint'"),
+        ('<tool_call>{"name": "dehaze", "arguments": {"model": "x"}}</tool_call>', "has no model 'x'"),
+    ]:
+        with pytest.raises(ValueError, match=problem):
+            parse_reply(reply, space)
+
+
+async def test_tiny_policy_runs_and_stops_cleanly_on_malformed_output(checkpoint, session, image):
+    policy = create_policy(str(checkpoint), max_new_tokens=8)
+    assert isinstance(policy, QwenVLPolicy)
+    result, trajectory = await restore(session, image, policy)
+    assert result.shape == image.shape
+    assert trajectory.stop_reason.startswith("malformed tool call after 2 tries") or len(trajectory.steps) <= policy.default_max_steps
+
+
+async def test_valid_replies_become_tool_calls_with_the_results_fed_back(checkpoint, session, image):
+    policy = QwenVLPolicy(str(checkpoint), max_new_tokens=8)
+    replies = iter(['<tool_call>{"name": "dehaze", "arguments": {"model": "dcp", "omega": 0.9}}</tool_call>', "STOP"])
+    seen_messages = []
+
+    def scripted(tools):
+        seen_messages.append(len(policy.messages))
+        policy.processor.apply_chat_template(policy.messages, tools=tools, add_generation_prompt=True, tokenize=True)
+        return next(replies)
+
+    policy.generate = scripted
+    _, trajectory = await restore(session, image, policy)
+    assert [s.key for s in trajectory.steps] == ["dehaze.dcp"] and trajectory.steps[0].params["omega"] == 0.9
+    assert trajectory.stop_reason == "policy answered STOP"
+    assert seen_messages == [2, 4]  # the second decision saw the tool call and its result
+    assert policy.messages[-1]["role"] == "tool" and any(p["type"] == "image" for p in policy.messages[-1]["content"])
