@@ -14,11 +14,10 @@ from tiragent.agent.loop import restore
 from tiragent.agent.policy import create_policy
 from tiragent.agent.session import open_session
 from tiragent.eval.bench import load_manifest
+from tiragent.eval.degradations import get_degradation
 from tiragent.eval.metrics import evaluate
 from tiragent.images import read_image
 
-TASK_OF = {"noise": "denoise", "motion": "motion_deblur", "defocus": "defocus_deblur", "rain": "derain",
-           "haze": "dehaze", "jpeg": "dejpeg", "lowres": "sr", "dark": "lowlight"}  # fmt: skip
 METRICS = ["psnr", "ssim", "ms_ssim", "niqe", "piqe"]
 
 
@@ -52,7 +51,7 @@ async def evaluate_policies(
             agent = create_policy(spec)
             for item in tqdm(items, desc=agent.name, unit="img", file=sys.stderr):
                 degraded, target = read_image(bench / "input" / item.name), read_image(bench / "target" / item.name)
-                known = [TASK_OF[d] for d in item.combination]
+                known = [get_degradation(d).task for d in item.combination]
                 result, trajectory = await restore(
                     session, degraded, agent, max_steps=max_steps, reference=target if agent.name == "oracle" else None,
                     known_tasks=known, name=item.name,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from common import ROOT, SHARED_DATA, write_report
 from tiragent.agent.evaluate import evaluate_policies
-from tiragent.eval.bench import make_benchmark
+from tiragent.eval.bench import make_benchmark, make_pairs_benchmark
 from tiragent.eval.report import aggregate, markdown, plot
 
 
@@ -29,19 +29,27 @@ def main() -> None:
     parser.add_argument("--policy", action="append", help="default: random, fixed, exhaustive, oracle")
     parser.add_argument("--name", default="agents")
     parser.add_argument("--limit", type=int)
+    parser.add_argument("--pairs", type=Path, help="a folder with input/ and target/ real pairs (e.g. PolyU_noise) instead of synthesis")
     args = parser.parse_args()
     policies = args.policy or ["random", "fixed", "exhaustive", "oracle"]
     if not (args.bench / "manifest.json").exists():
-        make_benchmark(args.clean, args.bench, per_combo=args.per_combo, seed=args.seed)
+        if args.pairs:
+            make_pairs_benchmark(args.pairs / "input", args.pairs / "target", args.bench, degradations=("noise",))
+        else:
+            make_benchmark(args.clean, args.bench, per_combo=args.per_combo, seed=args.seed)
     records = asyncio.run(evaluate_policies(args.bench, policies, limit=args.limit))
     table = aggregate(records)
     out = ROOT / "docs" / "benchmarks" / args.name
     out.mkdir(parents=True, exist_ok=True)
     plot(table, out / "quality_vs_calls.png")
+    source = (
+        f"Real pairs: `tir-agent bench pairs --input {args.pairs}/input --target {args.pairs}/target` ({len(records) // (len(policies) + 1)} images)"
+        if args.pairs
+        else f"Dev benchmark: `tir-agent bench make --clean {args.clean.relative_to(ROOT.parent) if args.clean.is_relative_to(ROOT.parent) else args.clean} "
+        f"--per-combo {args.per_combo} --seed {args.seed}` (16 combinations, {len(records) // (len(policies) + 1)} images)"
+    )
     text = (
-        f"Dev benchmark: `tir-agent bench make --clean {args.clean.relative_to(ROOT.parent) if args.clean.is_relative_to(ROOT.parent) else args.clean} "
-        f"--per-combo {args.per_combo} --seed {args.seed}` (16 combinations, {len(records) // (len(policies) + 1)} images), "
-        f"then `tir-agent eval` with policies {', '.join(policies)}. Tools: the classical toolbox. 'input' is the degraded image "
+        f"{source}, then `tir-agent eval` with policies {', '.join(policies)}. Tools: the classical toolbox. 'input' is the degraded image "
         "(low-resolution inputs bicubic-upscaled for scoring); results of another size are resized to the target. "
         "NIQE and PIQE: lower is better. Seconds include the per-step quality assessment the agent loop records. "
         f"Plot: [{args.name}/quality_vs_calls.png]({args.name}/quality_vs_calls.png).\n\n" + markdown(table)

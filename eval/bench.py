@@ -156,3 +156,36 @@ def load_manifest(bench_dir: str | Path) -> list[BenchItem]:
         )
         for it in data["items"]
     ]
+
+
+def make_pairs_benchmark(
+    input_dir: str | Path,
+    target_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    degradations: tuple[str, ...],
+    group: str = "real",
+) -> list[BenchItem]:
+    """A benchmark folder from real degraded/clean pairs, matched by sorted file name (e.g. PolyU's
+    ``*_real.JPG`` and ``*_mean.JPG``); ``degradations`` names what the inputs suffer from."""
+    inputs, targets = list_images(input_dir), list_images(target_dir)
+    if not inputs or len(inputs) != len(targets):
+        raise ImageError(f"{input_dir} has {len(inputs)} images and {target_dir} has {len(targets)}: they must pair up one to one")
+    out_dir = Path(out_dir)
+    (out_dir / "input").mkdir(parents=True, exist_ok=True)
+    (out_dir / "target").mkdir(parents=True, exist_ok=True)
+    items = []
+    for source, target_path in zip(inputs, targets):
+        degraded, clean = read_image(source), read_image(target_path)
+        if degraded.shape != clean.shape:
+            raise ImageError(f"{source.name} and {target_path.name} differ in size")
+        name = f"{group}_{source.stem}.png"
+        write_image(degraded, out_dir / "input" / name)
+        write_image(clean, out_dir / "target" / name)
+        items.append(BenchItem(name=name, group=group, combination=tuple(degradations), source=source.name, seed=0, steps=[]))
+    manifest = {
+        "protocol": f"real pairs from {input_dir} and {target_dir}",
+        "items": [{"name": i.name, "group": i.group, "combination": list(i.combination), "source": i.source, "seed": 0, "steps": []} for i in items],
+    }
+    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return items

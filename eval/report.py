@@ -27,7 +27,8 @@ def aggregate(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, fl
 
 
 def markdown(table: dict[str, dict[str, dict[str, float]]]) -> str:
-    groups = [g for g in ("all", "A", "B", "C") if any(g in v for v in table.values())]
+    names = sorted({g for v in table.values() for g in v} - {"all"})
+    groups = ["all", *names] if len(names) > 1 else ["all"]
     out = []
     for group in groups:
         title = "Overall" if group == "all" else f"Group {group}"
@@ -48,8 +49,10 @@ def plot(table: dict[str, dict[str, dict[str, float]]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 4, figsize=(16, 4), sharey=False)
-    for ax, group in zip(axes, ("all", "A", "B", "C")):
+    names = sorted({g for v in table.values() for g in v} - {"all"})
+    groups = ["all", *names] if len(names) > 1 else ["all"]
+    fig, axes = plt.subplots(1, len(groups), figsize=(4 * len(groups), 4), sharey=False, squeeze=False)
+    for ax, group in zip(axes[0], groups):
         for policy, groups_ in table.items():
             if group in groups_:
                 row = groups_[group]

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 from skimage.restoration import estimate_sigma
 
+from tiragent.eval.degradations import DEGRADATIONS
 from tiragent.server.tools.derain import StreakParams, detect_streaks
 
 FEATURES = [
@@ -37,16 +38,8 @@ FEATURES = [
     "streak_coverage",
 ]
 
-TASK_OF = {
-    "noise": "denoise",
-    "motion": "motion_deblur",
-    "defocus": "defocus_deblur",
-    "rain": "derain",
-    "haze": "dehaze",
-    "jpeg": "dejpeg",
-    "lowres": "sr",
-    "dark": "lowlight",
-}
+TASK_OF = {name: degradation.task for name, degradation in DEGRADATIONS.items()}
+"""Degradation name -> the restoration task that removes it."""
 
 
 def _centre(image: np.ndarray, size: int = 384) -> np.ndarray:

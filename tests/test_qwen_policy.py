@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from mcp import Client
 
@@ -98,3 +97,16 @@ async def test_valid_replies_become_tool_calls_with_the_results_fed_back(checkpo
     assert trajectory.stop_reason == "policy answered STOP"
     assert seen_messages == [2, 4]  # the second decision saw the tool call and its result
     assert policy.messages[-1]["role"] == "tool" and any(p["type"] == "image" for p in policy.messages[-1]["content"])
+
+
+async def test_a_lora_adapter_loads_with_peft(checkpoint, tmp_path, session, image):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForImageTextToText
+
+    base = AutoModelForImageTextToText.from_pretrained(checkpoint)
+    adapted = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    adapted.save_pretrained(tmp_path / "adapter")
+    policy = QwenVLPolicy(str(checkpoint), adapter=str(tmp_path / "adapter"), max_new_tokens=4)
+    assert type(policy.model).__name__ == "PeftModelForCausalLM" or hasattr(policy.model, "peft_config")
+    _, trajectory = await restore(session, image, policy, max_steps=1)
+    assert len(trajectory.steps) <= 1

@@ -54,6 +54,15 @@ def cmd_bench_make(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_pairs(args: argparse.Namespace) -> int:
+    from tiragent.eval.bench import make_pairs_benchmark
+
+    degradations = tuple(d.strip() for d in args.degradations.split(",") if d.strip())
+    items = make_pairs_benchmark(args.input, args.target, args.out, degradations=degradations, group=args.group)
+    print(f"wrote {len(items)} real pairs and manifest.json to {args.out}")
+    return 0
+
+
 def cmd_tools_list(args: argparse.Namespace) -> int:
     from tiragent.server.registry import list_tools
 
@@ -197,6 +206,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--groups", default="A,B,C", help="which combination groups (default A,B,C)")
     p.set_defaults(func=cmd_bench_make)
+
+    p = bench.add_parser("pairs", help="build a benchmark folder from real degraded/clean pairs (matched by sorted name)")
+    p.add_argument("--input", type=Path, required=True, help="folder of degraded images")
+    p.add_argument("--target", type=Path, required=True, help="folder of their clean versions")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--degradations", default="noise", help="what the inputs suffer from, comma-separated (default: noise)")
+    p.add_argument("--group", default="real")
+    p.set_defaults(func=cmd_bench_pairs)
 
     tools = sub.add_parser("tools", help="the restoration toolbox").add_subparsers(dest="tools_command", required=True)
     p = tools.add_parser("list", help="list the registered tools")
