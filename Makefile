@@ -28,6 +28,11 @@ bench: install
 	$(BIN)/python benchmarks/pool_throughput.py
 	$(BIN)/python benchmarks/toolbox.py
 	$(BIN)/python benchmarks/mcp_overhead.py
+	$(BIN)/python benchmarks/agents.py
+	$(BIN)/python benchmarks/detector.py
+	$(BIN)/python -m tiragent.agent.tiny /tmp/tir-agent-tiny-qwen
+	$(BIN)/python benchmarks/agents.py --policy /tmp/tir-agent-tiny-qwen --name agents_tiny
+	$(BIN)/python benchmarks/agents.py --pairs ../shared/data/real/PolyU_noise --bench /tmp/tir-agent-polyu --name agents_polyu
 
 clean:
 	rm -rf $(VENV) demo-output

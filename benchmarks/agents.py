@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 from pathlib import Path
 
@@ -45,7 +46,7 @@ def main() -> None:
     source = (
         f"Real pairs: `tir-agent bench pairs --input {args.pairs}/input --target {args.pairs}/target` ({len(records) // (len(policies) + 1)} images)"
         if args.pairs
-        else f"Dev benchmark: `tir-agent bench make --clean {args.clean.relative_to(ROOT.parent) if args.clean.is_relative_to(ROOT.parent) else args.clean} "
+        else f"Dev benchmark: `tir-agent bench make --clean {os.path.relpath(args.clean, ROOT)} "
         f"--per-combo {args.per_combo} --seed {args.seed}` (16 combinations, {len(records) // (len(policies) + 1)} images)"
     )
     text = (
