@@ -146,10 +146,17 @@ async def with_progress(ctx: Context, after_s: float, label: str, work: Awaitabl
                 return
             await anyio.sleep(1.0)
 
+    failure: list[Exception] = []
     async with anyio.create_task_group() as tg:
         tg.start_soon(ticker, tg.cancel_scope)
-        result.append(await work)
-        tg.cancel_scope.cancel()
+        try:
+            result.append(await work)
+        except Exception as err:  # raised after the group closes, so it is not wrapped in an ExceptionGroup
+            failure.append(err)
+        finally:
+            tg.cancel_scope.cancel()
+    if failure:
+        raise failure[0]
     return result[0]
 
 

@@ -170,3 +170,22 @@ async def test_progress_is_reported_for_slow_calls(roots, astronaut):
         result = await client.call_tool("denoise", {"image_id": image, "model": "bm3d", "sigma": 20}, progress_callback=on_progress)
     assert not result.is_error
     assert updates and "denoise.bm3d: running for" in updates[0][1]
+
+
+async def test_a_tool_that_fails_inside_the_pool_reports_its_own_message(roots):
+    from tiragent.server.registry import register_tool, unregister
+
+    @register_tool(Task.DERAIN, "t_fail", cost="low")
+    def fail(image, params):
+        """Always raises, to test how failures inside the pool reach the client."""
+        raise RuntimeError("kaput")
+
+    try:
+        server = build_server(ServerConfig(roots=[roots[0]], output_root=roots[1], progress_after_s=0.01))
+        async with Client(server) as client:
+            image = await load(client, "noisy.png")
+            text = await error_text(client, "derain", {"image_id": image, "model": "t_fail"})
+            assert "derain.t_fail failed: RuntimeError: kaput" in text
+            assert not (await client.call_tool("derain", {"image_id": image, "model": "opening"})).is_error
+    finally:
+        unregister("derain.t_fail")
