@@ -170,7 +170,7 @@ class ModelPool:
         self.config = config or PoolConfig()
         self.device = resolve_device(self.config.device)
         self._cpu = ThreadPoolExecutor(max_workers=self.config.cpu_workers, thread_name_prefix="tool-cpu")
-        self._gpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tool-device")
+        self._device = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tool-device")
         budget = self.config.memory_budget_mb
         if budget is None:
             budget = self._default_budget_mb()
@@ -276,7 +276,7 @@ class ModelPool:
                 now = time.perf_counter()
                 for piece in pieces:
                     piece.started, piece.batch_size = now, len(pieces)
-                return await asyncio.get_running_loop().run_in_executor(self._gpu, self._forward_groups, spec, pieces)
+                return await asyncio.get_running_loop().run_in_executor(self._device, self._forward_groups, spec, pieces)
 
             self._queues[spec.key] = BatchQueue(
                 handler, max_batch_size=max(1, min(cap, spec.descriptor.max_batch_size)), batch_wait_timeout_s=self.config.batch_wait_ms / 1000, on_batch=on_batch
@@ -356,7 +356,7 @@ class ModelPool:
             await queue.aclose()
         self._queues.clear()
         self._cpu.shutdown(wait=False, cancel_futures=True)
-        self._gpu.shutdown(wait=False, cancel_futures=True)
+        self._device.shutdown(wait=False, cancel_futures=True)
 
     async def __aenter__(self) -> ModelPool:
         return self
