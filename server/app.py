@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -52,6 +53,7 @@ class ServerConfig:
     store_memory_mb: float = field(default=2048, metadata={"help": "Memory for stored images; older ones spill to disk."})
     store_dir: Path | None = field(default=None, metadata={"help": "Spill folder for the image store; default: a temporary folder."})
     progress_after_s: float = field(default=1.0, metadata={"help": "Send progress notifications for calls running longer than this."})
+    tools_config: Path | None = field(default=None, metadata={"help": "TOML file of user checkpoints to serve as extra tools (see server/checkpoints.py)."})
     pool: PoolConfig = field(default_factory=PoolConfig)
 
 
@@ -187,6 +189,12 @@ async def _run_restoration(ctx: Context, spec: ToolSpec, image_id: str, params: 
 def build_server(config: ServerConfig | None = None) -> MCPServer[AppState]:
     config = config or ServerConfig()
     paths = PathPolicy(list(config.roots), config.output_root)
+    if config.tools_config is not None:
+        from tiragent.server.checkpoints import register_checkpoints
+
+        registered, errors = register_checkpoints(config.tools_config)
+        for message in errors:  # a broken checkpoint is reported; the server starts with the other tools
+            print(f"tir-agent serve: skipped a checkpoint: {message}", file=sys.stderr)
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:

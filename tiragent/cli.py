@@ -119,6 +119,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_pixels=args.max_pixels,
         store_memory_mb=args.store_memory_mb,
         store_dir=args.store_dir,
+        tools_config=args.tools_config,
         pool=PoolConfig(device=args.device),
     )
     token = read_token(args.token_file)
@@ -248,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=int, default=16_000_000)
     p.add_argument("--store-memory-mb", type=float, default=2048.0)
     p.add_argument("--store-dir", type=Path, help="spill folder of the image store (default: a temporary folder)")
+    p.add_argument("--tools-config", type=Path, help="TOML file mapping tool names and tasks to user checkpoints (spandrel)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_serve)
 

@@ -1,0 +1,129 @@
+"""Users' own checkpoints as tools: a TOML file maps a tool name and task to a checkpoint, and
+spandrel detects the architecture (SwinIR, HAT, SCUNet, NAFNet, DRUNet, DnCNN, Restormer via
+``spandrel-extra-arches``, ...) and its size requirements.
+
+    [[tool]]
+    name = "swinir_x4"
+    task = "sr"
+    checkpoint = "weights/001_classicalSR_DF2K_s64w8_SwinIR-M_x4.pth"   # relative to this file
+    cost = "high"                                                        # optional
+    description = "SwinIR-M x4, trained on DF2K."                        # optional
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tiragent.errors import TirAgentError
+from tiragent.server.registry import Cost, ModelDescriptor, Task, register_torch_tool
+
+
+class CheckpointError(TirAgentError, ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class CheckpointEntry:
+    name: str
+    task: Task
+    checkpoint: Path
+    cost: Cost
+    description: str
+
+
+def read_tools_config(path: str | Path) -> list[CheckpointEntry]:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise CheckpointError(f"{path}: cannot read the tools config ({err})") from None
+    entries = []
+    for i, raw in enumerate(data.get("tool", []), start=1):
+        missing = [k for k in ("name", "task", "checkpoint") if k not in raw]
+        if missing:
+            raise CheckpointError(f"{path}: [[tool]] number {i} lacks {', '.join(missing)}")
+        if raw["task"] not in Task._value2member_map_:
+            raise CheckpointError(f"{path}: tool {raw['name']!r} has unknown task {raw['task']!r}; tasks: {', '.join(t.value for t in Task)}")
+        checkpoint = Path(raw["checkpoint"]).expanduser()
+        entries.append(
+            CheckpointEntry(
+                name=raw["name"],
+                task=Task(raw["task"]),
+                checkpoint=checkpoint if checkpoint.is_absolute() else path.parent / checkpoint,
+                cost=Cost(raw.get("cost", "high")),
+                description=raw.get("description", ""),
+            )
+        )
+    return entries
+
+
+class _PerChannel:
+    """Runs a one-channel model on each colour channel."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def __call__(self, x: Any) -> Any:
+        import torch
+
+        return torch.cat([self.model(x[:, c : c + 1]) for c in range(x.shape[1])], dim=1)
+
+
+def load_checkpoint(entry: CheckpointEntry) -> ModelDescriptor:
+    """Load and detect one checkpoint, and register it as a tool; raises CheckpointError naming the problem."""
+    import torch
+    from spandrel import ImageModelDescriptor, ModelLoader, ModelTiling, UnsupportedModelError
+
+    if not entry.checkpoint.is_file():
+        raise CheckpointError(f"tool {entry.name!r}: checkpoint {entry.checkpoint} does not exist")
+    try:
+        loaded = ModelLoader().load_from_file(entry.checkpoint)
+    except UnsupportedModelError:
+        raise CheckpointError(f"tool {entry.name!r}: {entry.checkpoint} is not an architecture spandrel knows") from None
+    except Exception as err:  # truncated or corrupt files surface as many error types
+        raise CheckpointError(f"tool {entry.name!r}: cannot load {entry.checkpoint} ({type(err).__name__}: {err})") from None
+    if not isinstance(loaded, ImageModelDescriptor):
+        raise CheckpointError(f"tool {entry.name!r}: {entry.checkpoint} is a {loaded.purpose} model, not an image-to-image one")
+    if (loaded.input_channels, loaded.output_channels) not in ((3, 3), (1, 1)):
+        raise CheckpointError(f"tool {entry.name!r}: models with {loaded.input_channels} input channels are not supported")
+    size = loaded.size_requirements
+    descriptor = ModelDescriptor(
+        scale=loaded.scale,
+        multiple_of=max(1, size.multiple_of),
+        min_size=max(1, size.minimum),
+        tile_size=None if loaded.tiling == ModelTiling.INTERNAL else 512,
+        supports_half=loaded.supports_half,
+    )
+    module = loaded.model.eval()
+    wrapped = module if loaded.input_channels == 3 else _PerChannel(module)
+
+    class CheckpointTool(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = module
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return wrapped(x)
+
+    description = entry.description or f"{loaded.architecture.name} from {entry.checkpoint.name} (user checkpoint, x{loaded.scale})."
+    register_torch_tool(entry.task, entry.name, cost=entry.cost, descriptor=descriptor, description=description, replace=True)(CheckpointTool)
+    return descriptor
+
+
+def register_checkpoints(config: str | Path) -> tuple[list[str], list[str]]:
+    """Register every tool of a config; returns (registered keys, error messages). One bad entry never stops the rest."""
+    registered, errors = [], []
+    try:
+        entries = read_tools_config(config)
+    except CheckpointError as err:
+        return [], [str(err)]
+    for entry in entries:
+        try:
+            load_checkpoint(entry)
+            registered.append(f"{entry.task}.{entry.name}")
+        except CheckpointError as err:
+            errors.append(str(err))
+    return registered, errors

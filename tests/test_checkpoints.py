@@ -1,0 +1,118 @@
+"""Users' checkpoints through spandrel: detection, registration, serving, and clear load errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from mcp import Client
+
+from tiragent.server.checkpoints import register_checkpoints
+from tiragent.server.pool import ModelPool
+from tiragent.server.registry import get_tool, unregister
+from tiragent.server.app import ServerConfig, build_server
+
+pytestmark = pytest.mark.anyio
+
+
+def save_dncnn(path, channels: int) -> None:
+    from spandrel.architectures.DnCNN import DnCNN
+
+    torch.manual_seed(0)
+    torch.save(DnCNN(in_nc=channels, out_nc=channels, nc=8, nb=17).state_dict(), path)  # spandrel detects 17 or 20 layers
+
+
+@pytest.fixture
+def config(tmp_path):
+    save_dncnn(tmp_path / "dncnn_color.pth", 3)
+    save_dncnn(tmp_path / "dncnn_gray.pth", 1)
+    (tmp_path / "truncated.pth").write_bytes((tmp_path / "dncnn_color.pth").read_bytes()[:200])
+    torch.save({"mystery.weight": torch.zeros(3, 3)}, tmp_path / "unknown.pth")
+    path = tmp_path / "tools.toml"
+    path.write_text(
+        """
+[[tool]]
+name = "user_dncnn"
+task = "denoise"
+checkpoint = "dncnn_color.pth"
+cost = "medium"
+description = "A user's DnCNN."
+
+[[tool]]
+name = "user_gray"
+task = "denoise"
+checkpoint = "dncnn_gray.pth"
+
+[[tool]]
+name = "gone"
+task = "denoise"
+checkpoint = "missing.pth"
+
+[[tool]]
+name = "cut"
+task = "denoise"
+checkpoint = "truncated.pth"
+
+[[tool]]
+name = "odd"
+task = "dehaze"
+checkpoint = "unknown.pth"
+"""
+    )
+    yield path
+    for key in ("denoise.user_dncnn", "denoise.user_gray", "denoise.gone", "denoise.cut", "dehaze.odd"):
+        unregister(key)
+
+
+async def test_checkpoints_register_and_bad_ones_are_named(config):
+    registered, errors = register_checkpoints(config)
+    assert registered == ["denoise.user_dncnn", "denoise.user_gray"]
+    assert any("'gone'" in e and "does not exist" in e for e in errors)
+    assert any("'cut'" in e and "cannot load" in e for e in errors)
+    assert any("'odd'" in e and "not an architecture spandrel knows" in e for e in errors)
+    spec = get_tool("denoise.user_dncnn")
+    assert spec.is_torch and spec.descriptor.scale == 1 and spec.description == "A user's DnCNN."
+    image = np.random.default_rng(0).random((40, 36, 3), dtype=np.float32)
+    async with ModelPool() as pool:
+        colour = await pool.call("denoise.user_dncnn", image)
+        gray = await pool.call("denoise.user_gray", image)
+    assert colour.image.shape == gray.image.shape == image.shape
+
+
+async def test_the_server_serves_user_checkpoints_and_starts_despite_broken_ones(config, tmp_path, capsys):
+    server = build_server(ServerConfig(roots=[tmp_path], tools_config=config, preview_size=0))
+    assert "skipped a checkpoint" in capsys.readouterr().err
+    async with Client(server) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        assert "user_dncnn" in tools["denoise"].input_schema["properties"]["model"]["enum"]
+        assert "dcp" in tools["dehaze"].input_schema["properties"]["model"]["enum"]
+        loaded = await client.call_tool("load_image", {"data": __import__("base64").b64encode(
+            __import__("tiragent.images", fromlist=["encode_image"]).encode_image(np.full((32, 32, 3), 0.5, np.float32))).decode()})
+        result = await client.call_tool("denoise", {"image_id": loaded.structured_content["image_id"], "model": "user_dncnn"})
+        assert not result.is_error and result.structured_content["model"] == "user_dncnn"
+
+
+def test_config_errors(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[tool]]\nname = "x"\ntask = "paint"\ncheckpoint = "a.pth"\n')
+    assert "unknown task 'paint'" in register_checkpoints(bad)[1][0]
+    bad.write_text("[[tool]]\nname = 3 4\n")
+    assert "cannot read the tools config" in register_checkpoints(bad)[1][0]
+    bad.write_text('[[tool]]\nname = "x"\n')
+    assert "lacks task, checkpoint" in register_checkpoints(bad)[1][0]
+
+
+async def test_an_upscaling_checkpoint_keeps_its_scale(tmp_path):
+    from spandrel.architectures.Compact import Compact
+
+    torch.manual_seed(0)
+    torch.save(Compact(num_in_ch=3, num_out_ch=3, num_feat=8, num_conv=2, upscale=2).state_dict(), tmp_path / "compact_x2.pth")
+    (tmp_path / "tools.toml").write_text('[[tool]]\nname = "user_compact"\ntask = "sr"\ncheckpoint = "compact_x2.pth"\n')
+    try:
+        assert register_checkpoints(tmp_path / "tools.toml") == (["sr.user_compact"], [])
+        assert get_tool("sr.user_compact").descriptor.scale == 2
+        async with ModelPool() as pool:
+            result = await pool.call("sr.user_compact", np.full((30, 20, 3), 0.5, np.float32))
+        assert result.image.shape == (60, 40, 3)
+    finally:
+        unregister("sr.user_compact")
