@@ -13,6 +13,7 @@ import argparse
 import json
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 SPECIAL_TOKENS = [
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
@@ -32,10 +33,14 @@ def _corpus() -> list[str]:
     return lines + ["Restore this photo. The image shows noise, blur, rain, haze, JPEG artefacts, low resolution or low light."] * 4
 
 
-def build_tiny_qwen(out_dir: str | Path, *, hidden_size: int = 64, layers: int = 2, seed: int = 0) -> Path:
+def build_tiny_qwen(out_dir: str | Path, *, arch: str = "qwen3_vl", hidden_size: int = 64, layers: int = 2, seed: int = 0) -> Path:
+    """``arch``: ``qwen3_vl`` (Qwen3-VL) or ``qwen2_5_vl`` (Qwen2.5-VL)."""
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
     from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
         Qwen2TokenizerFast,
         Qwen2VLImageProcessorFast,
         Qwen3VLConfig,
@@ -54,35 +59,58 @@ def build_tiny_qwen(out_dir: str | Path, *, hidden_size: int = 64, layers: int =
     tokenizer = Qwen2TokenizerFast(tokenizer_object=raw, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None)
     tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[1:]})
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-    image_processor = Qwen2VLImageProcessorFast(patch_size=16, merge_size=2, temporal_patch_size=2, min_pixels=32 * 32, max_pixels=128 * 128)
-    video_processor = Qwen3VLVideoProcessor(patch_size=16, merge_size=2, temporal_patch_size=2)
-    processor = Qwen3VLProcessor(image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor, chat_template=chat_template())
-    config = Qwen3VLConfig(
-        text_config={"vocab_size": len(tokenizer), "hidden_size": hidden_size, "intermediate_size": hidden_size * 2,
-                     "num_hidden_layers": layers, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": hidden_size // 4,
-                     "max_position_embeddings": 4096, "rope_parameters": {"rope_theta": 10000.0, "rope_type": "default", "mrope_section": [2, 3, 3]},
-                     "pad_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"]},
-        vision_config={"depth": 2, "hidden_size": hidden_size, "intermediate_size": hidden_size * 2, "num_heads": 4,
-                       "patch_size": 16, "spatial_merge_size": 2, "temporal_patch_size": 2, "out_hidden_size": hidden_size,
-                       "num_position_embeddings": 256, "deepstack_visual_indexes": [0]},
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
-    )  # fmt: skip
+    text = {"vocab_size": len(tokenizer), "hidden_size": hidden_size, "intermediate_size": hidden_size * 2,
+            "num_hidden_layers": layers, "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 4096,
+            "rope_parameters": {"rope_theta": 10000.0, "rope_type": "default", "mrope_section": [2, 3, 3]},
+            "pad_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"]}  # fmt: skip
+    special = dict(image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+                   vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])  # fmt: skip
+    if arch == "qwen3_vl":
+        patch = 16
+        video_processor = Qwen3VLVideoProcessor(patch_size=patch, merge_size=2, temporal_patch_size=2)
+        image_processor = Qwen2VLImageProcessorFast(patch_size=patch, merge_size=2, temporal_patch_size=2, min_pixels=32 * 32, max_pixels=128 * 128)
+        processor = Qwen3VLProcessor(image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor, chat_template=chat_template())
+        config = Qwen3VLConfig(
+            text_config={**text, "head_dim": hidden_size // 4},
+            vision_config={"depth": 2, "hidden_size": hidden_size, "intermediate_size": hidden_size * 2, "num_heads": 4,
+                           "patch_size": patch, "spatial_merge_size": 2, "temporal_patch_size": 2, "out_hidden_size": hidden_size,
+                           "num_position_embeddings": 256, "deepstack_visual_indexes": [0]},
+            **special,
+        )  # fmt: skip
+        model_class: Any = Qwen3VLForConditionalGeneration
+    elif arch == "qwen2_5_vl":
+        from transformers import Qwen2VLVideoProcessor
+
+        patch = 14
+        video_processor = Qwen2VLVideoProcessor(patch_size=patch, merge_size=2, temporal_patch_size=2)
+        image_processor = Qwen2VLImageProcessorFast(patch_size=patch, merge_size=2, temporal_patch_size=2, min_pixels=28 * 28, max_pixels=112 * 112)
+        processor = Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor, chat_template=chat_template())
+        config = Qwen2_5_VLConfig(
+            text_config=text,
+            vision_config={"depth": 2, "hidden_size": hidden_size, "intermediate_size": hidden_size * 2, "num_heads": 4,
+                           "patch_size": patch, "spatial_merge_size": 2, "temporal_patch_size": 2, "out_hidden_size": hidden_size,
+                           "window_size": 56, "fullatt_block_indexes": [1]},
+            **special,
+        )  # fmt: skip
+        model_class = Qwen2_5_VLForConditionalGeneration
+    else:
+        raise ValueError(f"arch must be 'qwen3_vl' or 'qwen2_5_vl', not {arch!r}")
     torch.manual_seed(seed)
-    model = Qwen3VLForConditionalGeneration(config)
+    model = model_class(config)
     model.generation_config.eos_token_id = ids["<|im_end|>"]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     model.save_pretrained(out)
     processor.save_pretrained(out)
-    (out / "tir_agent.json").write_text(json.dumps({"kind": "tiny random Qwen3-VL for tests", "hidden_size": hidden_size, "seed": seed}))
+    (out / "tir_agent.json").write_text(json.dumps({"kind": f"tiny random {arch} for tests", "hidden_size": hidden_size, "seed": seed}))
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Build a tiny random-initialised Qwen3-VL policy checkpoint.")
     parser.add_argument("out", type=Path)
+    parser.add_argument("--arch", choices=["qwen3_vl", "qwen2_5_vl"], default="qwen3_vl")
     args = parser.parse_args()
-    print(f"tiny Qwen3-VL written to {build_tiny_qwen(args.out)}")
+    print(f"tiny {args.arch} written to {build_tiny_qwen(args.out, arch=args.arch)}")
 
 
 if __name__ == "__main__":

@@ -73,8 +73,16 @@ async def test_parse_reply_errors_name_the_problem(session):
             parse_reply(reply, space)
 
 
-async def test_tiny_policy_runs_and_stops_cleanly_on_malformed_output(checkpoint, session, image):
-    policy = create_policy(str(checkpoint), max_new_tokens=8)
+@pytest.fixture(scope="module")
+def checkpoint_qwen25(tmp_path_factory):
+    return build_tiny_qwen(tmp_path_factory.mktemp("tiny-qwen25"), arch="qwen2_5_vl")
+
+
+@pytest.mark.parametrize("which", ["qwen3_vl", "qwen2_5_vl"])
+async def test_tiny_policy_runs_and_stops_cleanly_on_malformed_output(which, checkpoint, checkpoint_qwen25, session, image):
+    policy = create_policy(str(checkpoint if which == "qwen3_vl" else checkpoint_qwen25), max_new_tokens=8)
+    expected = {"qwen3_vl": "Qwen3VLForConditionalGeneration", "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration"}[which]
+    assert type(policy.model).__name__ == expected
     assert isinstance(policy, QwenVLPolicy)
     result, trajectory = await restore(session, image, policy)
     assert result.shape == image.shape
