@@ -65,6 +65,10 @@ def build_tiny_qwen(out_dir: str | Path, *, arch: str = "qwen3_vl", hidden_size:
             "pad_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"]}  # fmt: skip
     special = dict(image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
                    vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])  # fmt: skip
+    def vision(patch: int, **extra: Any) -> dict[str, Any]:
+        return {"depth": 2, "hidden_size": hidden_size, "intermediate_size": hidden_size * 2, "num_heads": 4, "patch_size": patch,
+                "spatial_merge_size": 2, "temporal_patch_size": 2, "out_hidden_size": hidden_size, **extra}  # fmt: skip
+
     if arch == "qwen3_vl":
         patch = 16
         video_processor = Qwen3VLVideoProcessor(patch_size=patch, merge_size=2, temporal_patch_size=2)
@@ -72,11 +76,9 @@ def build_tiny_qwen(out_dir: str | Path, *, arch: str = "qwen3_vl", hidden_size:
         processor = Qwen3VLProcessor(image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor, chat_template=chat_template())
         config = Qwen3VLConfig(
             text_config={**text, "head_dim": hidden_size // 4},
-            vision_config={"depth": 2, "hidden_size": hidden_size, "intermediate_size": hidden_size * 2, "num_heads": 4,
-                           "patch_size": patch, "spatial_merge_size": 2, "temporal_patch_size": 2, "out_hidden_size": hidden_size,
-                           "num_position_embeddings": 256, "deepstack_visual_indexes": [0]},
+            vision_config=vision(patch, num_position_embeddings=256, deepstack_visual_indexes=[0]),
             **special,
-        )  # fmt: skip
+        )
         model_class: Any = Qwen3VLForConditionalGeneration
     elif arch == "qwen2_5_vl":
         from transformers import Qwen2VLVideoProcessor
@@ -87,11 +89,9 @@ def build_tiny_qwen(out_dir: str | Path, *, arch: str = "qwen3_vl", hidden_size:
         processor = Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor, chat_template=chat_template())
         config = Qwen2_5_VLConfig(
             text_config=text,
-            vision_config={"depth": 2, "hidden_size": hidden_size, "intermediate_size": hidden_size * 2, "num_heads": 4,
-                           "patch_size": patch, "spatial_merge_size": 2, "temporal_patch_size": 2, "out_hidden_size": hidden_size,
-                           "window_size": 56, "fullatt_block_indexes": [1]},
+            vision_config=vision(patch, window_size=56, fullatt_block_indexes=[1]),
             **special,
-        )  # fmt: skip
+        )
         model_class = Qwen2_5_VLForConditionalGeneration
     else:
         raise ValueError(f"arch must be 'qwen3_vl' or 'qwen2_5_vl', not {arch!r}")
