@@ -13,7 +13,6 @@ import argparse
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 SPECIAL_TOKENS = [
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
@@ -43,6 +42,7 @@ def build_tiny_qwen(out_dir: str | Path, *, arch: str = "qwen3_vl", hidden_size:
         Qwen2_5_VLProcessor,
         Qwen2TokenizerFast,
         Qwen2VLImageProcessorFast,
+        Qwen2VLVideoProcessor,
         Qwen3VLConfig,
         Qwen3VLForConditionalGeneration,
         Qwen3VLProcessor,
@@ -65,36 +65,30 @@ def build_tiny_qwen(out_dir: str | Path, *, arch: str = "qwen3_vl", hidden_size:
             "pad_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"]}  # fmt: skip
     special = dict(image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
                    vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])  # fmt: skip
-    def vision(patch: int, **extra: Any) -> dict[str, Any]:
-        return {"depth": 2, "hidden_size": hidden_size, "intermediate_size": hidden_size * 2, "num_heads": 4, "patch_size": patch,
-                "spatial_merge_size": 2, "temporal_patch_size": 2, "out_hidden_size": hidden_size, **extra}  # fmt: skip
-
-    if arch == "qwen3_vl":
-        patch = 16
-        video_processor = Qwen3VLVideoProcessor(patch_size=patch, merge_size=2, temporal_patch_size=2)
-        image_processor = Qwen2VLImageProcessorFast(patch_size=patch, merge_size=2, temporal_patch_size=2, min_pixels=32 * 32, max_pixels=128 * 128)
-        processor = Qwen3VLProcessor(image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor, chat_template=chat_template())
-        config = Qwen3VLConfig(
-            text_config={**text, "head_dim": hidden_size // 4},
-            vision_config=vision(patch, num_position_embeddings=256, deepstack_visual_indexes=[0]),
-            **special,
-        )
-        model_class: Any = Qwen3VLForConditionalGeneration
-    elif arch == "qwen2_5_vl":
-        from transformers import Qwen2VLVideoProcessor
-
-        patch = 14
-        video_processor = Qwen2VLVideoProcessor(patch_size=patch, merge_size=2, temporal_patch_size=2)
-        image_processor = Qwen2VLImageProcessorFast(patch_size=patch, merge_size=2, temporal_patch_size=2, min_pixels=28 * 28, max_pixels=112 * 112)
-        processor = Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor, chat_template=chat_template())
-        config = Qwen2_5_VLConfig(
-            text_config=text,
-            vision_config=vision(patch, window_size=56, fullatt_block_indexes=[1]),
-            **special,
-        )
-        model_class = Qwen2_5_VLForConditionalGeneration
-    else:
+    if arch not in ("qwen3_vl", "qwen2_5_vl"):
         raise ValueError(f"arch must be 'qwen3_vl' or 'qwen2_5_vl', not {arch!r}")
+    qwen3 = arch == "qwen3_vl"
+    patch = 16 if qwen3 else 14
+    video_class, processor_class, config_class, model_class = (
+        (Qwen3VLVideoProcessor, Qwen3VLProcessor, Qwen3VLConfig, Qwen3VLForConditionalGeneration)
+        if qwen3
+        else (Qwen2VLVideoProcessor, Qwen2_5_VLProcessor, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration)
+    )
+    vision = {"depth": 2, "hidden_size": hidden_size, "intermediate_size": hidden_size * 2, "num_heads": 4, "patch_size": patch,
+              "spatial_merge_size": 2, "temporal_patch_size": 2, "out_hidden_size": hidden_size}  # fmt: skip
+    if qwen3:
+        text["head_dim"] = hidden_size // 4
+        vision.update(num_position_embeddings=256, deepstack_visual_indexes=[0])
+    else:
+        vision.update(window_size=56, fullatt_block_indexes=[1])
+    side = patch * 2  # one merged token
+    processor = processor_class(
+        image_processor=Qwen2VLImageProcessorFast(patch_size=patch, merge_size=2, temporal_patch_size=2, min_pixels=side**2, max_pixels=(4 * side) ** 2),
+        tokenizer=tokenizer,
+        video_processor=video_class(patch_size=patch, merge_size=2, temporal_patch_size=2),
+        chat_template=chat_template(),
+    )
+    config = config_class(text_config=text, vision_config=vision, **special)
     torch.manual_seed(seed)
     model = model_class(config)
     model.generation_config.eos_token_id = ids["<|im_end|>"]

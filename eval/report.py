@@ -26,9 +26,14 @@ def aggregate(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, fl
     return dict(table)
 
 
-def markdown(table: dict[str, dict[str, dict[str, float]]]) -> str:
+def _groups(table: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+    """'all', then each group by name when there is more than one."""
     names = sorted({g for v in table.values() for g in v} - {"all"})
-    groups = ["all", *names] if len(names) > 1 else ["all"]
+    return ["all", *names] if len(names) > 1 else ["all"]
+
+
+def markdown(table: dict[str, dict[str, dict[str, float]]]) -> str:
+    groups = _groups(table)
     out = []
     for group in groups:
         title = "Overall" if group == "all" else f"Group {group}"
@@ -49,8 +54,7 @@ def plot(table: dict[str, dict[str, dict[str, float]]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = sorted({g for v in table.values() for g in v} - {"all"})
-    groups = ["all", *names] if len(names) > 1 else ["all"]
+    groups = _groups(table)
     fig, axes = plt.subplots(1, len(groups), figsize=(4 * len(groups), 4), sharey=False, squeeze=False)
     for ax, group in zip(axes[0], groups):
         for policy, groups_ in table.items():

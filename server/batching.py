@@ -26,7 +26,6 @@ R = TypeVar("R")
 class _Pending(Generic[T]):
     item: T
     future: asyncio.Future[Any]
-    enqueued_at: float
 
 
 class BatchQueue(Generic[T, R]):
@@ -38,14 +37,12 @@ class BatchQueue(Generic[T, R]):
         *,
         max_batch_size: int = 8,
         batch_wait_timeout_s: float = 0.005,
-        on_batch: Callable[[int, list[float]], None] | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, not {max_batch_size}")
         self.handler = handler
         self.max_batch_size = max_batch_size
         self.batch_wait_timeout_s = batch_wait_timeout_s
-        self.on_batch = on_batch  # called with (batch size, queue wait of each item in seconds)
         self._queue: asyncio.Queue[_Pending[T]] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -61,7 +58,7 @@ class BatchQueue(Generic[T, R]):
     async def submit(self, item: T) -> R:
         queue = self._ensure_worker()
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        queue.put_nowait(_Pending(item, future, time.perf_counter()))
+        queue.put_nowait(_Pending(item, future))
         return await future
 
     def qsize(self) -> int:
@@ -87,9 +84,6 @@ class BatchQueue(Generic[T, R]):
             batch = await self._collect(queue)
             if not batch:
                 continue
-            started = time.perf_counter()
-            if self.on_batch is not None:
-                self.on_batch(len(batch), [started - p.enqueued_at for p in batch])
             try:
                 results = await self.handler([p.item for p in batch])
                 if len(results) != len(batch):

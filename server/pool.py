@@ -72,6 +72,11 @@ class ToolStats:
     run_s: float = 0.0
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
 
+    def record_batch(self, size: int) -> None:
+        self.batches += 1
+        self.batch_items += size
+        self.batch_sizes[size] += 1
+
     def snapshot(self) -> dict[str, Any]:
         lat = sorted(self.latencies)
         pct = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] if lat else 0.0  # noqa: E731
@@ -255,10 +260,7 @@ class ModelPool:
             return _check_output(spec, spec.run(image, params))  # type: ignore[misc]
 
         out = await asyncio.get_running_loop().run_in_executor(self._cpu, work)
-        stats = self._tool_stats(spec.key)
-        stats.batches += 1
-        stats.batch_items += 1
-        stats.batch_sizes[1] += 1
+        self._tool_stats(spec.key).record_batch(1)
         return out, began[0] - submitted, 1
 
     def _queue(self, spec: ToolSpec) -> BatchQueue[_Piece, np.ndarray]:
@@ -267,19 +269,15 @@ class ModelPool:
             cap = self.config.max_batch_size or (spec.descriptor.max_batch_size if self.device != "cpu" else 1)
             stats = self._tool_stats(spec.key)
 
-            def on_batch(size: int, _waits: list[float]) -> None:
-                stats.batches += 1
-                stats.batch_items += size
-                stats.batch_sizes[size] += 1
-
             async def handler(pieces: list[_Piece]) -> list[np.ndarray | BaseException]:
+                stats.record_batch(len(pieces))
                 now = time.perf_counter()
                 for piece in pieces:
                     piece.started, piece.batch_size = now, len(pieces)
                 return await asyncio.get_running_loop().run_in_executor(self._device, self._forward_groups, spec, pieces)
 
             self._queues[spec.key] = BatchQueue(
-                handler, max_batch_size=max(1, min(cap, spec.descriptor.max_batch_size)), batch_wait_timeout_s=self.config.batch_wait_ms / 1000, on_batch=on_batch
+                handler, max_batch_size=max(1, min(cap, spec.descriptor.max_batch_size)), batch_wait_timeout_s=self.config.batch_wait_ms / 1000
             )
         return self._queues[spec.key]
 

@@ -50,7 +50,7 @@ class OraclePolicy:
         models = observation.space.models[task]
         if self.include_high_cost:
             return models
-        cheap = [m for m in models if f"({'high'} cost)" not in _line(observation.space.descriptions[task], m)]
+        cheap = [m for m in models if "(high cost)" not in _line(observation.space.descriptions[task], m)]
         return cheap or models
 
     def _expand(self, observation: Observation, node: str) -> None:
