@@ -20,9 +20,6 @@ from tiragent.agent.actions import Action
 from tiragent.errors import TirAgentError
 from tiragent.images import decode_image, encode_image
 
-IO_TOOLS = {"load_image", "get_image", "save_image", "assess_quality", "server_status", "detect_degradations"}
-
-
 class ServerError(TirAgentError, RuntimeError):
     """The tool server went away or the connection broke."""
 
@@ -84,7 +81,7 @@ class ToolSession:
             models, defaults, descriptions, schemas = {}, {}, {}, {}
             for tool in tools:
                 props = tool.input_schema.get("properties", {})
-                if tool.name in IO_TOOLS or "model" not in props or "enum" not in props["model"]:
+                if "enum" not in props.get("model", {}):  # a restoration task is a tool with a model enum
                     continue
                 models[tool.name] = list(props["model"]["enum"])
                 defaults[tool.name] = props["model"].get("default", models[tool.name][0])
