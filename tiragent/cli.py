@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -94,6 +95,57 @@ def cmd_tools_run(args: argparse.Namespace) -> int:
     write_image(result.image, args.output)
     print(json.dumps({"tool": result.tool, "params": result.params, "seconds": round(result.run_s, 4), "output": str(args.output)}, indent=2))
     return 0
+
+
+def cmd_tools_train(args: argparse.Namespace) -> int:
+    from tiragent.server.recipes import ToolTrainConfig
+    from tiragent.server.tool_training import train_tool
+
+    config = ToolTrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ToolTrainConfig)})
+    card = train_tool(config)
+    print(json.dumps(card, indent=2))
+    return 0
+
+
+def cmd_tools_recipes(args: argparse.Namespace) -> int:
+    from tiragent.server.recipes import RECIPES
+
+    for recipe in RECIPES.values():
+        print(f"{recipe.key:24s} {recipe.arch:8s} {recipe.description}")
+    return 0
+
+
+def cmd_tools_sources(args: argparse.Namespace) -> int:
+    from tiragent.server.sources import load_sources
+
+    for s in load_sources(args.manifest).values():
+        pin = s.sha256[:12] if s.sha256 else "(no sha256)"
+        print(f"{s.name:30s} {s.task.value:15s} {pin:14s} {s.licence}")
+    return 0
+
+
+def cmd_tools_download(args: argparse.Namespace) -> int:
+    from tiragent.server.sources import config_snippet, download, get_source, sha256_of
+
+    source = get_source(args.name, args.manifest)
+    path = download(source, args.dir, sha256=args.sha256)
+    print(f"verified {path} ({source.licence}); add this to a tools config for `tir-agent serve --tools-config`:\n")
+    print(config_snippet(source, path.resolve(), sha256_of(path)))
+    return 0
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One option per dataclass field, with the field's help; fields without a default are required."""
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "str")
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        default = None if required else f.default
+        if kind == "bool":
+            parser.add_argument(flag, dest=f.name, action="store_true", help=f.metadata.get("help", "").replace("%", "%%"))
+            continue
+        convert = Path if "Path" in kind else int if kind.startswith("int") else float if kind.startswith("float") else str
+        parser.add_argument(flag, dest=f.name, type=convert, default=default, required=required, help=f.metadata.get("help", "").replace("%", "%%"))
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
@@ -231,6 +283,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=int, default=16_000_000)
     p.set_defaults(func=cmd_tools_run)
 
+    p = tools.add_parser("train", help="train one of the project's restoration networks on clean images")
+    from tiragent.server.recipes import ToolTrainConfig
+
+    add_dataclass_arguments(p, ToolTrainConfig)
+    p.set_defaults(func=cmd_tools_train)
+    p = tools.add_parser("recipes", help="list the learned tools that `tools train` can train")
+    p.set_defaults(func=cmd_tools_recipes)
+    p = tools.add_parser("sources", help="list the official checkpoints that `tools download` knows")
+    p.add_argument("--manifest", type=Path, help="another checkpoint manifest (TOML)")
+    p.set_defaults(func=cmd_tools_sources)
+    p = tools.add_parser("download", help="download an official checkpoint and verify its sha256")
+    p.add_argument("name", help="a name from `tools sources`")
+    p.add_argument("--dir", type=Path, default=Path("checkpoints"), help="where to put it (default: ./checkpoints)")
+    p.add_argument("--sha256", help="expected digest, for entries without one or to pin another release")
+    p.add_argument("--manifest", type=Path, help="another checkpoint manifest (TOML)")
+    p.set_defaults(func=cmd_tools_download)
+
     p = sub.add_parser("metrics", help="quality metrics of an image (full-reference ones with --reference)")
     p.add_argument("image", type=Path)
     p.add_argument("--reference", type=Path)
@@ -288,8 +357,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (TirAgentError, FileNotFoundError) as err:
         print(f"tir-agent: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("tir-agent: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        print(f"tir-agent: interrupted{': ' + str(err) if str(err) else ''}", file=sys.stderr)
         return 130
 
 

@@ -1,0 +1,105 @@
+"""What the project's learned tools are trained on: one ``Recipe`` per tool, and the options of a run.
+
+Adding a learned tool is one ``Recipe`` here (task, degradation, architecture and its
+config) plus its weights file in ``weights/``, listed in ``tools/learned.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tiragent.errors import ParameterError
+from tiragent.eval.degradations import Params
+from tiragent.server.registry import Task
+
+Sampler = Callable[[np.random.Generator], Params]
+
+
+def _wide_noise(rng: np.random.Generator) -> Params:
+    # Wider than the protocol's sigma 20-50 so that mild residual noise (after other tools) is handled too.
+    if rng.random() < 0.6:
+        return {"kind": "gaussian", "sigma": float(rng.uniform(5, 55))}
+    return {"kind": "poisson", "scale": float(rng.uniform(0.5, 3.5))}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to train one learned tool: which degradation it undoes and which network it uses."""
+
+    name: str
+    task: Task
+    degradation: str
+    arch: str
+    config: dict[str, Any]
+    description: str
+    fixed: Params = field(default_factory=dict)
+    sample: Sampler | None = None
+    patch_size: int = 128
+
+    @property
+    def key(self) -> str:
+        return f"{self.task}.{self.name}"
+
+    def params(self, rng: np.random.Generator) -> Params:
+        return {**(self.sample(rng) if self.sample else {}), **self.fixed}
+
+    @property
+    def scale(self) -> int:
+        return int(self.fixed.get("scale", 1)) if self.task == Task.SR else 1
+
+
+UNET = {"width": 32, "blocks": [1, 2, 4], "unshuffle": 2}
+
+RECIPES: dict[str, Recipe] = {
+    r.key: r
+    for r in [
+        Recipe("unet", Task.DENOISE, "noise", "resunet", UNET, "Blind denoiser (residual UNet, trained on Gaussian sigma 5-55 and Poisson noise).", sample=_wide_noise),
+        Recipe("unet", Task.MOTION_DEBLUR, "motion", "resunet", UNET, "Blind motion deblurring (residual UNet, trained on the protocol's motion blur)."),
+        Recipe("unet", Task.DEFOCUS_DEBLUR, "defocus", "resunet", UNET, "Blind defocus deblurring (residual UNet, trained on disk blur of radius 3-6)."),
+        Recipe("unet", Task.DERAIN, "rain", "resunet", UNET, "Rain-streak removal (residual UNet)."),
+        Recipe("unet", Task.DEHAZE, "haze", "resunet", UNET, "Dehazing (residual UNet, trained on the scattering model with A 0.7-1.0, beta 0.6-1.8)."),
+        Recipe("unet", Task.DEJPEG, "jpeg", "resunet", UNET, "JPEG artifact removal for quality 10-29 (residual UNet); also restores subsampled chroma."),
+        Recipe("unet", Task.LOWLIGHT, "dark", "resunet", UNET, "Low-light enhancement (residual UNet, trained on brightness shift, gamma and peak rescaling)."),
+        Recipe("srnet_x4", Task.SR, "lowres", "srnet", {"scale": 4, "width": 48, "blocks": 8}, "x4 super-resolution of bicubic-downscaled images (residual CNN).", fixed={"scale": 4}),
+        Recipe("srnet_x2", Task.SR, "lowres", "srnet", {"scale": 2, "width": 48, "blocks": 8}, "x2 super-resolution of bicubic-downscaled images (residual CNN).", fixed={"scale": 2}, patch_size=96),
+    ]
+}
+
+
+def get_recipe(task: str, name: str | None = None) -> Recipe:
+    if task not in Task._value2member_map_:
+        raise ParameterError(f"unknown task {task!r}; tasks: {', '.join(t.value for t in Task)}")
+    choices = [r for r in RECIPES.values() if r.task == task]
+    if name is None:
+        return choices[0]
+    for recipe in choices:
+        if recipe.name == name:
+            return recipe
+    raise ParameterError(f"task {task!r} has no recipe {name!r}; recipes: {', '.join(r.name for r in choices)}")
+
+
+@dataclass
+class ToolTrainConfig:
+    """Options of ``tir-agent tools train``; each field's help is its command-line help."""
+
+    task: str = field(metadata={"help": "The task the tool restores (denoise, motion_deblur, ..., sr, lowlight)."})
+    data: Path = field(metadata={"help": "Folder of clean training images."})
+    recipe: str | None = field(default=None, metadata={"help": "Which of the task's recipes (default: the first; see `tools recipes`)."})
+    out: Path = field(default=Path("runs/tools"), metadata={"help": "Run folder: checkpoints go to OUT/TASK.RECIPE/."})
+    weights: Path | None = field(default=None, metadata={"help": "Where to write the final safetensors (default: the run folder)."})
+    eval_data: Path | None = field(default=None, metadata={"help": "Folder of clean images for the final evaluation (never trained on)."})
+    minutes: float | None = field(default=10.0, metadata={"help": "Training time; fixes the step count from the speed of the first steps."})
+    steps: int | None = field(default=None, metadata={"help": "Number of steps (overrides --minutes; reproduces a run exactly)."})
+    batch_size: int = field(default=8, metadata={"help": "Crops per step."})
+    patch_size: int | None = field(default=None, metadata={"help": "Side of the clean crops (default: the recipe's)."})
+    lr: float = field(default=1e-3, metadata={"help": "Peak learning rate (AdamW; warm-up, then cosine to 1%)."})
+    seed: int = field(default=0, metadata={"help": "Seed of the weights and of every batch."})
+    device: str = field(default="auto", metadata={"help": "cuda, cpu or auto."})
+    resume: bool = field(default=False, metadata={"help": "Continue from the run folder's last checkpoint."})
+    checkpoint_every: float = field(default=60.0, metadata={"help": "Seconds between checkpoints."})
+    val_images: int = field(default=4, metadata={"help": "Training images held out for the validation PSNR shown while training."})

@@ -1,0 +1,236 @@
+"""Training the project's own restoration networks on clean images and synthetic degradations.
+
+Every batch is a pure function of ``(seed, step)``: crops of the clean images, degraded by
+the task's own degradation from ``tiragent.eval.degradations`` (the protocol's ranges, or a
+recipe's wider ones). That makes a run reproducible from its seed and a resumed run identical
+to an uninterrupted one. ``--minutes`` fixes the number of steps from the speed of the first
+steps; the weights file records it so that ``--steps`` reproduces the run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from tiragent.errors import ParameterError
+from tiragent.eval.degradations import DEGRADATIONS
+from tiragent.images import list_images, read_image
+from tiragent.server.nets import build_net, count_parameters, save_net
+from tiragent.server.recipes import Recipe, ToolTrainConfig, get_recipe
+
+def psnr(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:
+    mse = float(((a - b) ** 2).mean())
+    return 10 * math.log10(1.0 / max(mse, 1e-12))
+
+
+class PairSampler:
+    """Degraded/clean crop pairs; ``batch(step)`` depends only on the seed and the step."""
+
+    MARGIN = 16  # degraded with context around the crop, so blur and haze see real neighbours
+
+    def __init__(self, images: list[np.ndarray], recipe: Recipe, patch: int, seed: int) -> None:
+        self.images, self.recipe, self.seed = images, recipe, seed
+        self.fn = DEGRADATIONS[recipe.degradation].fn
+        scale = recipe.scale
+        self.patch = patch - patch % (scale * 8)
+        if self.patch <= 0:
+            raise ParameterError(f"patch size {patch} is too small for scale {scale}")
+        small = [img.shape[:2] for img in images if min(img.shape[:2]) < self.patch + 2 * self.MARGIN]
+        if small:
+            raise ParameterError(f"training images must be at least {self.patch + 2 * self.MARGIN} px on each side; got {small[0]}")
+
+    def pair(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        image = self.images[int(rng.integers(len(self.images)))]
+        m, p, s = self.MARGIN, self.patch, self.recipe.scale
+        h, w = image.shape[:2]
+        y, x = int(rng.integers(0, h - p - 2 * m + 1)), int(rng.integers(0, w - p - 2 * m + 1))
+        crop = image[y : y + p + 2 * m, x : x + p + 2 * m]
+        if rng.random() < 0.5:
+            crop = crop[:, ::-1]
+        crop = np.ascontiguousarray(crop)
+        degraded, _ = self.fn(crop, rng, **self.recipe.params(rng))
+        return degraded[m // s : (m + p) // s, m // s : (m + p) // s], crop[m : m + p, m : m + p]
+
+    def batch(self, step: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, step])
+        pairs = [self.pair(rng) for _ in range(size)]
+        to_tensor = lambda arrays: torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()  # noqa: E731
+        return to_tensor([p[0] for p in pairs]), to_tensor([p[1] for p in pairs])
+
+
+def degrade_for_eval(image: np.ndarray, recipe: Recipe, seed: int) -> np.ndarray:
+    """One fixed degradation of a whole image (the protocol's ranges, the recipe's fixed parameters)."""
+    degraded, _ = DEGRADATIONS[recipe.degradation].fn(image, np.random.default_rng(seed), **recipe.fixed)
+    return degraded
+
+
+@torch.no_grad()
+def restore(net: torch.nn.Module, image: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """Run a network on one whole image (reflect-padded to its multiple)."""
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(device)
+    h, w = x.shape[-2:]
+    k = net.config.multiple_of
+    x = F.pad(x, (0, (-w) % k, 0, (-h) % k), mode="reflect") if (h % k or w % k) else x
+    s = net.config.scale
+    y = net(x)[..., : h * s, : w * s].clamp(0, 1)
+    return y[0].permute(1, 2, 0).float().cpu().numpy()
+
+
+def baseline(image: np.ndarray, recipe: Recipe, target_shape: tuple[int, ...]) -> np.ndarray:
+    """The input as a restoration: itself, or its bicubic upscale for super-resolution."""
+    if recipe.scale == 1:
+        return image
+    x = torch.from_numpy(image).permute(2, 0, 1)[None]
+    return F.interpolate(x, size=target_shape[:2], mode="bicubic", align_corners=False).clamp(0, 1)[0].permute(1, 2, 0).numpy()
+
+
+def evaluate_net(net: torch.nn.Module, images: list[np.ndarray], recipe: Recipe, device: str = "cpu", seed: int = 0) -> dict[str, float]:
+    """Mean PSNR of the degraded inputs and of the network's outputs over whole images."""
+    was_training = net.training
+    net.eval()
+    psnr_in, psnr_out = [], []
+    for i, clean in enumerate(images):
+        s = recipe.scale
+        clean = clean[: clean.shape[0] // s * s, : clean.shape[1] // s * s]
+        degraded = degrade_for_eval(clean, recipe, seed + i)
+        psnr_in.append(psnr(baseline(degraded, recipe, clean.shape), clean))
+        psnr_out.append(psnr(restore(net, degraded, device), clean))
+    net.train(was_training)
+    return {"psnr_in": round(float(np.mean(psnr_in)), 3), "psnr_out": round(float(np.mean(psnr_out)), 3), "images": len(images)}
+
+
+def _lr_at(step: int, total: int, peak: float) -> float:
+    warmup = min(200, max(1, total // 20))
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def _resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ParameterError("--device cuda was asked for, but torch sees no CUDA device")
+    return device
+
+
+def load_folder(folder: Path) -> list[np.ndarray]:
+    paths = list_images(folder)
+    if not paths:
+        raise ParameterError(f"{folder} holds no images")
+    return [read_image(p) for p in paths]
+
+
+def train_tool(config: ToolTrainConfig, progress: bool = True, stop_at: int | None = None) -> dict[str, Any] | None:
+    """Train one recipe; returns the card written into the weights file.
+
+    ``stop_at`` ends the run early after that step with a checkpoint and no weights (returns
+    None), as Ctrl-C does; ``resume`` continues it.
+    """
+    recipe = get_recipe(config.task, config.recipe)
+    device = _resolve_device(config.device)
+    if config.steps is None and config.minutes is None:
+        raise ParameterError("give --minutes or --steps")
+    images = load_folder(Path(config.data))
+    if len(images) <= config.val_images:
+        raise ParameterError(f"{config.data} has {len(images)} images; need more than the {config.val_images} held out for validation")
+    train_images, val_images = images[config.val_images :], images[: config.val_images]
+    val_images = [img[:256, :256] for img in val_images]
+    sampler = PairSampler(train_images, recipe, config.patch_size or recipe.patch_size, config.seed)
+
+    torch.manual_seed(config.seed)
+    net = build_net(recipe.arch, **recipe.config).to(device)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=0.0)
+    run_dir = Path(config.out) / recipe.key
+    checkpoint_path = run_dir / "last.pt"
+    step, total, elapsed = 0, config.steps, 0.0
+    if config.resume:
+        if not checkpoint_path.is_file():
+            raise ParameterError(f"--resume: no checkpoint at {checkpoint_path}")
+        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        if state["recipe"] != recipe.key:
+            raise ParameterError(f"--resume: {checkpoint_path} is a {state['recipe']} run, not {recipe.key}")
+        net.load_state_dict(state["net"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, total, elapsed = state["step"], state["total_steps"], state["elapsed"]
+
+    def save_checkpoint() -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        state = {"recipe": recipe.key, "net": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "total_steps": total, "elapsed": elapsed}
+        torch.save(state, checkpoint_path.with_suffix(".tmp"))
+        checkpoint_path.with_suffix(".tmp").replace(checkpoint_path)
+
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else torch.autocast("cpu", enabled=False)
+    net.train()
+    bar = tqdm(total=total, initial=step, desc=recipe.key, unit="step", disable=not progress, dynamic_ncols=True)
+    start, last_save, calibrate_from = time.monotonic(), time.monotonic(), None
+    loss_ema = None
+    try:
+        while (total is None or step < total) and step != stop_at:
+            if total is None and step == 10:
+                calibrate_from = time.monotonic()
+            if total is None and step == 40:
+                per_step = (time.monotonic() - calibrate_from) / 30
+                total = max(41, int(config.minutes * 60 / per_step))
+                bar.reset(total=total)
+                bar.update(step)
+            lr = _lr_at(step, total or 10**9, config.lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            degraded, clean = sampler.batch(step, config.batch_size)
+            with autocast:
+                loss = F.l1_loss(net(degraded.to(device)).float(), clean.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            optimizer.step()
+            step += 1
+            value = loss.item()
+            loss_ema = value if loss_ema is None else 0.98 * loss_ema + 0.02 * value
+            bar.update(1)
+            if time.monotonic() - last_save > config.checkpoint_every:
+                elapsed += time.monotonic() - start
+                start = last_save = time.monotonic()
+                save_checkpoint()
+                val = evaluate_net(net, val_images, recipe, device)
+                bar.set_postfix(loss=f"{loss_ema:.4f}", val_psnr=f"{val['psnr_in']:.2f}->{val['psnr_out']:.2f}")
+    except KeyboardInterrupt:
+        bar.close()
+        raise KeyboardInterrupt(f"stopped at step {step}; the last checkpoint ({checkpoint_path}) continues with --resume") from None
+    bar.close()
+    elapsed += time.monotonic() - start
+    save_checkpoint()
+    if total is None or step < total:
+        return None
+
+    card: dict[str, Any] = {
+        "tool": recipe.key,
+        "description": recipe.description,
+        "degradation": recipe.degradation,
+        "arch": recipe.arch,
+        "parameters": count_parameters(net),
+        "data": Path(config.data).name,
+        "train_images": len(train_images),
+        "steps": step,
+        "seconds": round(elapsed, 1),
+        "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items() if k not in ("out", "weights", "resume", "device")}
+        | {"steps": step, "minutes": None},
+        "validation": evaluate_net(net, val_images, recipe, device),
+    }
+    if config.eval_data is not None:
+        card["evaluation"] = {"data": Path(config.eval_data).name, **evaluate_net(net, load_folder(Path(config.eval_data)), recipe, device)}
+    weights = config.weights or run_dir / f"{recipe.key}.safetensors"
+    save_net(net, weights, card)
+    (run_dir / "card.json").write_text(json.dumps(card, indent=2))
+    return card

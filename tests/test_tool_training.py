@@ -1,0 +1,107 @@
+"""`tir-agent tools train`: reproducible batches, resume, checkpoints and the weights card."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from skimage import data
+
+from tiragent.cli import main
+from tiragent.errors import ParameterError
+from tiragent.images import write_image
+from tiragent.server.nets import read_info
+from tiragent.server.recipes import RECIPES, ToolTrainConfig, get_recipe
+from tiragent.server.registry import Task
+from tiragent.server.tool_training import PairSampler, train_tool
+
+TINY = {"width": 4, "blocks": [1, 1], "unshuffle": 2}
+
+
+@pytest.fixture
+def images(tmp_path):
+    photo = data.astronaut()
+    folder = tmp_path / "clean"
+    for i in range(5):
+        write_image(photo[i * 80 : i * 80 + 112, i * 70 : i * 70 + 120].astype(np.float32) / 255, folder / f"{i}.png")
+    return folder
+
+
+@pytest.fixture
+def tiny_recipes(monkeypatch):
+    """Shrink every recipe's network so a run takes a second."""
+    for key, recipe in RECIPES.items():
+        config = {**recipe.config, "width": 4, "blocks": 1} if recipe.arch == "srnet" else TINY
+        monkeypatch.setitem(RECIPES, key, type(recipe)(**{**recipe.__dict__, "config": config}))
+
+
+def config(images, tmp_path, **kw):
+    return ToolTrainConfig(**{"task": "denoise", "data": images, "out": tmp_path / "runs", "steps": 6, "batch_size": 2, "patch_size": 32, "val_images": 1, "device": "cpu", **kw})
+
+
+def test_every_task_has_a_recipe_and_two_sr_regimes():
+    assert {r.task for r in RECIPES.values()} == set(Task)
+    assert {r.scale for r in RECIPES.values() if r.task == Task.SR} == {2, 4}
+    with pytest.raises(ParameterError, match="no recipe 'huge'"):
+        get_recipe("denoise", "huge")
+    with pytest.raises(ParameterError, match="unknown task"):
+        get_recipe("colorize")
+
+
+@pytest.mark.parametrize("key", sorted(RECIPES))
+def test_batches_depend_only_on_seed_and_step(key, astronaut):
+    recipe = RECIPES[key]
+    crops = [astronaut, np.ascontiguousarray(astronaut[::-1])]
+    a, b = PairSampler(crops, recipe, 64, seed=3), PairSampler(crops, recipe, 64, seed=3)
+    degraded, clean = a.batch(5, 3)
+    assert clean.shape == (3, 3, 64, 64) and degraded.shape == (3, 3, 64 // recipe.scale, 64 // recipe.scale)
+    assert torch.equal(degraded, b.batch(5, 3)[0]) and torch.equal(clean, b.batch(5, 3)[1])
+    assert not torch.equal(degraded, a.batch(6, 3)[0])
+    if recipe.scale == 1:
+        assert float((degraded - clean).abs().mean()) > 0.005  # the degradation did something
+
+
+def test_train_writes_weights_with_card(images, tmp_path, tiny_recipes):
+    card = train_tool(config(images, tmp_path, eval_data=images), progress=False)
+    weights = tmp_path / "runs" / "denoise.unet" / "denoise.unet.safetensors"
+    info = read_info(weights)
+    assert info.card == card and card["steps"] == 6 and card["tool"] == "denoise.unet"
+    assert card["train_images"] == 4 and card["evaluation"]["images"] == 5
+    assert card["evaluation"]["psnr_in"] < 30  # the evaluation degraded the images
+    assert json.loads((weights.parent / "card.json").read_text()) == card
+
+
+def test_resume_continues_exactly(images, tmp_path, tiny_recipes):
+    train_tool(config(images, tmp_path / "a"), progress=False)
+    assert train_tool(config(images, tmp_path / "b"), progress=False, stop_at=3) is None
+    assert torch.load(tmp_path / "b" / "runs" / "denoise.unet" / "last.pt", weights_only=False)["step"] == 3
+    train_tool(config(images, tmp_path / "b", resume=True), progress=False)
+    whole = load_file(tmp_path / "a" / "runs" / "denoise.unet" / "denoise.unet.safetensors")
+    resumed = load_file(tmp_path / "b" / "runs" / "denoise.unet" / "denoise.unet.safetensors")
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
+def test_minutes_fix_the_step_count(images, tmp_path, tiny_recipes):
+    card = train_tool(config(images, tmp_path, task="sr", recipe="srnet_x2", steps=None, minutes=0.02), progress=False)
+    assert card["steps"] >= 41 and card["config"]["steps"] == card["steps"]
+
+
+def test_bad_options_are_named(images, tmp_path, tiny_recipes):
+    with pytest.raises(ParameterError, match="no checkpoint"):
+        train_tool(config(images, tmp_path, resume=True), progress=False)
+    with pytest.raises(ParameterError, match="holds no images"):
+        train_tool(config(tmp_path, tmp_path), progress=False)
+    with pytest.raises(ParameterError, match="at least 288 px"):
+        train_tool(config(images, tmp_path, patch_size=256), progress=False)
+
+
+def test_cli_trains(images, tmp_path, tiny_recipes, capsys):
+    weights = tmp_path / "w.safetensors"
+    code = main(["tools", "train", "--task", "dehaze", "--data", str(images), "--steps", "3", "--batch-size", "2",
+                 "--patch-size", "32", "--val-images", "1", "--out", str(tmp_path / "r"), "--weights", str(weights)])
+    assert code == 0 and read_info(weights).card["tool"] == "dehaze.unet"
+    assert json.loads(capsys.readouterr().out)["steps"] == 3
+    assert main(["tools", "train", "--task", "dehaze", "--data", str(tmp_path / "nothing"), "--steps", "1"]) == 2
