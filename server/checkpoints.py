@@ -8,6 +8,7 @@ spandrel detects the architecture (SwinIR, HAT, SCUNet, NAFNet, DRUNet, DnCNN, R
     checkpoint = "weights/001_classicalSR_DF2K_s64w8_SwinIR-M_x4.pth"   # relative to this file
     cost = "high"                                                        # optional
     description = "SwinIR-M x4, trained on DF2K."                        # optional
+    sha256 = "..."                                                       # optional: verified at load
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class CheckpointEntry:
     checkpoint: Path
     cost: Cost
     description: str
+    sha256: str | None = None
 
 
 def read_tools_config(path: str | Path) -> list[CheckpointEntry]:
@@ -55,6 +57,7 @@ def read_tools_config(path: str | Path) -> list[CheckpointEntry]:
                 checkpoint=checkpoint if checkpoint.is_absolute() else path.parent / checkpoint,
                 cost=Cost(raw.get("cost", "high")),
                 description=raw.get("description", ""),
+                sha256=raw.get("sha256") or None,
             )
         )
     return entries
@@ -79,6 +82,13 @@ def load_checkpoint(entry: CheckpointEntry) -> ModelDescriptor:
 
     if not entry.checkpoint.is_file():
         raise CheckpointError(f"tool {entry.name!r}: checkpoint {entry.checkpoint} does not exist")
+    if entry.sha256 is not None:
+        from tiragent.server.sources import ChecksumError, verify_file
+
+        try:
+            verify_file(entry.checkpoint, entry.sha256)
+        except ChecksumError as err:
+            raise CheckpointError(f"tool {entry.name!r}: {err}") from None
     try:
         loaded = ModelLoader().load_from_file(entry.checkpoint)
     except UnsupportedModelError:
