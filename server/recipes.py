@@ -40,6 +40,8 @@ class Recipe:
     fixed: Params = field(default_factory=dict)
     sample: Sampler | None = None
     patch_size: int = 128
+    whole_image: bool = False
+    """Degrade whole images, then crop: for degradations that depend on the whole frame (haze's depth map)."""
 
     @property
     def key(self) -> str:
@@ -62,7 +64,7 @@ RECIPES: dict[str, Recipe] = {
         Recipe("unet", Task.MOTION_DEBLUR, "motion", "resunet", UNET, "Blind motion deblurring (residual UNet, trained on the protocol's motion blur)."),
         Recipe("unet", Task.DEFOCUS_DEBLUR, "defocus", "resunet", UNET, "Blind defocus deblurring (residual UNet, trained on disk blur of radius 3-6)."),
         Recipe("unet", Task.DERAIN, "rain", "resunet", UNET, "Rain-streak removal (residual UNet)."),
-        Recipe("unet", Task.DEHAZE, "haze", "resunet", UNET, "Dehazing (residual UNet, trained on the scattering model with A 0.7-1.0, beta 0.6-1.8)."),
+        Recipe("unet", Task.DEHAZE, "haze", "resunet", UNET, "Dehazing (residual UNet, trained on the scattering model with A 0.7-1.0, beta 0.6-1.8).", whole_image=True),
         Recipe("unet", Task.DEJPEG, "jpeg", "resunet", UNET, "JPEG artifact removal for quality 10-29 (residual UNet); also restores subsampled chroma."),
         Recipe("unet", Task.LOWLIGHT, "dark", "resunet", UNET, "Low-light enhancement (residual UNet, trained on brightness shift, gamma and peak rescaling)."),
         Recipe("srnet_x4", Task.SR, "lowres", "srnet", {"scale": 4, "width": 48, "blocks": 8}, "x4 super-resolution of bicubic-downscaled images (residual CNN).", fixed={"scale": 4}),
@@ -100,6 +102,6 @@ class ToolTrainConfig:
     lr: float = field(default=1e-3, metadata={"help": "Peak learning rate (AdamW; warm-up, then cosine to 1%)."})
     seed: int = field(default=0, metadata={"help": "Seed of the weights and of every batch."})
     device: str = field(default="auto", metadata={"help": "cuda, cpu or auto."})
-    resume: bool = field(default=False, metadata={"help": "Continue from the run folder's last checkpoint."})
+    resume: bool = field(default=False, metadata={"help": "Continue from the run folder's last checkpoint; with a larger --steps, train on (the schedule restarts)."})
     checkpoint_every: float = field(default=60.0, metadata={"help": "Seconds between checkpoints."})
     val_images: int = field(default=4, metadata={"help": "Training images held out for the validation PSNR shown while training."})

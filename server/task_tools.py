@@ -32,13 +32,15 @@ TASK_SUMMARIES: dict[Task, str] = {
 
 
 DEFAULT_MODELS: dict[Task, str] = {
-    # The best model of each task that is not high-cost, by docs/benchmarks/toolbox.md.
-    Task.DENOISE: "wavelet",
+    # The best model of each task that is not high-cost, by docs/benchmarks/tools_mcmaster.md (McMaster)
+    # and docs/benchmarks/toolbox.md (CBSD68). Super-resolution keeps the classical tool that takes
+    # both scales; `srnet_x4` and `srnet_x2` are better at their own scale.
+    Task.DENOISE: "unet",
     Task.MOTION_DEBLUR: "wiener",
-    Task.DEFOCUS_DEBLUR: "wiener",
-    Task.DERAIN: "opening",
+    Task.DEFOCUS_DEBLUR: "unet",
+    Task.DERAIN: "unet",
     Task.DEHAZE: "cap",
-    Task.DEJPEG: "bilateral",
+    Task.DEJPEG: "unet",
     Task.SR: "backprojection",
     Task.LOWLIGHT: "retinex",
 }

@@ -53,10 +53,13 @@ class PairSampler:
         m, p, s = self.MARGIN, self.patch, self.recipe.scale
         h, w = image.shape[:2]
         y, x = int(rng.integers(0, h - p - 2 * m + 1)), int(rng.integers(0, w - p - 2 * m + 1))
+        flip = rng.random() < 0.5
+        if self.recipe.whole_image:
+            degraded, _ = self.fn(image, rng, **self.recipe.params(rng))
+            pair = [a[y + m : y + m + p, x + m : x + m + p] for a in (degraded, image)]
+            return tuple(np.ascontiguousarray(a[:, ::-1] if flip else a) for a in pair)  # type: ignore[return-value]
         crop = image[y : y + p + 2 * m, x : x + p + 2 * m]
-        if rng.random() < 0.5:
-            crop = crop[:, ::-1]
-        crop = np.ascontiguousarray(crop)
+        crop = np.ascontiguousarray(crop[:, ::-1] if flip else crop)
         degraded, _ = self.fn(crop, rng, **self.recipe.params(rng))
         return degraded[m // s : (m + p) // s, m // s : (m + p) // s], crop[m : m + p, m : m + p]
 
@@ -108,11 +111,17 @@ def evaluate_net(net: torch.nn.Module, images: list[np.ndarray], recipe: Recipe,
     return {"psnr_in": round(float(np.mean(psnr_in)), 3), "psnr_out": round(float(np.mean(psnr_out)), 3), "images": len(images)}
 
 
-def _lr_at(step: int, total: int, peak: float) -> float:
-    warmup = min(200, max(1, total // 20))
+def _lr_at(step: int, schedule: list[int], peak: float) -> float:
+    """Warm-up then cosine to 1% over the first length; each extension (``--resume --steps``)
+    restarts a cosine from half the peak over its own steps."""
+    start = max([0, *(b for b in schedule if b <= step)])
+    end = next((b for b in schedule if b > step), schedule[-1] if schedule else 10**9)
+    if start > 0:
+        return 0.5 * peak * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - start) / max(1, end - start)))))
+    warmup = min(200, max(1, end // 20))
     if step < warmup:
         return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
+    progress = (step - warmup) / max(1, end - warmup)
     return peak * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
@@ -154,6 +163,7 @@ def train_tool(config: ToolTrainConfig, progress: bool = True, stop_at: int | No
     run_dir = Path(config.out) / recipe.key
     checkpoint_path = run_dir / "last.pt"
     step, total, elapsed = 0, config.steps, 0.0
+    schedule: list[int] = []
     if config.resume:
         if not checkpoint_path.is_file():
             raise ParameterError(f"--resume: no checkpoint at {checkpoint_path}")
@@ -163,10 +173,16 @@ def train_tool(config: ToolTrainConfig, progress: bool = True, stop_at: int | No
         net.load_state_dict(state["net"])
         optimizer.load_state_dict(state["optimizer"])
         step, total, elapsed = state["step"], state["total_steps"], state["elapsed"]
+        schedule = state.get("schedule", [total])
+        if config.steps is not None and config.steps > total:
+            # Training longer than planned: the cosine schedule restarts over the new length (a warm restart).
+            total = config.steps
+            schedule = [*schedule, total]
 
     def save_checkpoint() -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
-        state = {"recipe": recipe.key, "net": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "total_steps": total, "elapsed": elapsed}
+        state = {"recipe": recipe.key, "net": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "total_steps": total, "elapsed": elapsed,
+                 "schedule": schedule or [total]}
         torch.save(state, checkpoint_path.with_suffix(".tmp"))
         checkpoint_path.with_suffix(".tmp").replace(checkpoint_path)
 
@@ -184,7 +200,7 @@ def train_tool(config: ToolTrainConfig, progress: bool = True, stop_at: int | No
                 total = max(41, int(config.minutes * 60 / per_step))
                 bar.reset(total=total)
                 bar.update(step)
-            lr = _lr_at(step, total or 10**9, config.lr)
+            lr = _lr_at(step, schedule or ([total] if total else []), config.lr)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             degraded, clean = sampler.batch(step, config.batch_size)
@@ -212,6 +228,7 @@ def train_tool(config: ToolTrainConfig, progress: bool = True, stop_at: int | No
     save_checkpoint()
     if total is None or step < total:
         return None
+    schedule = schedule or [total]
 
     card: dict[str, Any] = {
         "tool": recipe.key,
@@ -222,6 +239,7 @@ def train_tool(config: ToolTrainConfig, progress: bool = True, stop_at: int | No
         "data": Path(config.data).name,
         "train_images": len(train_images),
         "steps": step,
+        "schedule": schedule,
         "seconds": round(elapsed, 1),
         "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items() if k not in ("out", "weights", "resume", "device")}

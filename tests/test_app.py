@@ -58,7 +58,7 @@ async def test_tool_surface_is_one_tool_per_task_with_a_model_enum(server):
         assert {"image_id", "task", "model", "seconds"} <= set(tools[task.value].output_schema["properties"])
     sigma = tools["denoise"].input_schema["properties"]["sigma"]["anyOf"][0]
     assert sigma["minimum"] == 0 and sigma["maximum"] == 100
-    assert tools["denoise"].input_schema["properties"]["model"]["default"] == "wavelet"
+    assert tools["denoise"].input_schema["properties"]["model"]["default"] == "unet"
 
 
 async def test_restore_by_handle_with_preview_and_structured_content(server, roots, astronaut):

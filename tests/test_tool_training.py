@@ -105,3 +105,18 @@ def test_cli_trains(images, tmp_path, tiny_recipes, capsys):
     assert code == 0 and read_info(weights).card["tool"] == "dehaze.unet"
     assert json.loads(capsys.readouterr().out)["steps"] == 3
     assert main(["tools", "train", "--task", "dehaze", "--data", str(tmp_path / "nothing"), "--steps", "1"]) == 2
+
+
+def test_resume_with_more_steps_extends_the_run(images, tmp_path, tiny_recipes):
+    train_tool(config(images, tmp_path), progress=False)
+    card = train_tool(config(images, tmp_path, resume=True, steps=9), progress=False)
+    assert card["steps"] == 9 and card["schedule"] == [6, 9]
+
+
+def test_learning_rate_schedule():
+    from tiragent.server.tool_training import _lr_at
+
+    assert _lr_at(0, [1000], 1e-3) < _lr_at(49, [1000], 1e-3) == pytest.approx(1e-3)
+    assert _lr_at(999, [1000], 1e-3) == pytest.approx(1e-5, rel=0.05)
+    assert _lr_at(1000, [1000, 2000], 1e-3) == pytest.approx(5e-4)
+    assert _lr_at(1999, [1000, 2000], 1e-3) < 2e-5
