@@ -42,7 +42,7 @@ DEFAULT_MODELS: dict[Task, str] = {
     Task.DEHAZE: "cap",
     Task.DEJPEG: "unet",
     Task.SR: "backprojection",
-    Task.LOWLIGHT: "retinex",
+    Task.LOWLIGHT: "unet",
 }
 
 

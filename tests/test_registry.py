@@ -30,7 +30,7 @@ def test_lookup_by_key_and_by_pair():
 
 
 def test_unknown_tool_and_task_errors_name_the_problem():
-    with pytest.raises(ToolNotFoundError, match=r"unknown tool 'denoise.nope': task 'denoise' has bm3d, nlm, wavelet"):
+    with pytest.raises(ToolNotFoundError, match=r"unknown tool 'denoise.nope': task 'denoise' has bm3d, nlm, unet, wavelet"):
         get_tool("denoise.nope")
     with pytest.raises(ToolNotFoundError, match=r"unknown task 'denoize'.*did you mean 'denoise'"):
         get_tool("denoize.nlm")
