@@ -66,9 +66,10 @@ async def measure(args: argparse.Namespace, cleans: list[np.ndarray]) -> list[di
                     degraded, _ = degrade(clean, [name], seed=args.seed * 1000 + i, params={name: degradation})
                     out = (await pool.call(spec, degraded, params)).image
                     baseline = cv2.resize(degraded, clean.shape[1::-1], interpolation=cv2.INTER_CUBIC) if spec.task == "sr" else degraded
-                    before.append(psnr(np.clip(baseline, 0, 1), clean))
+                    baseline = np.clip(baseline, 0, 1)
+                    before.append(psnr(baseline, clean))
                     after.append(psnr(out, clean))
-                    before_ssim.append(ssim(np.clip(baseline, 0, 1), clean))
+                    before_ssim.append(ssim(baseline, clean))
                     after_ssim.append(ssim(out, clean))
                 repeats = 1 if spec.cost.value == "high" else 3
                 rows.append(

@@ -109,14 +109,13 @@ class SRNet(nn.Module):
 
 @dataclass(frozen=True)
 class Architecture:
-    name: str
     config: type
     build: Callable[[Any], nn.Module]
 
 
 ARCHITECTURES: dict[str, Architecture] = {
-    "resunet": Architecture("resunet", ResUNetConfig, ResUNet),
-    "srnet": Architecture("srnet", SRNetConfig, SRNet),
+    "resunet": Architecture(ResUNetConfig, ResUNet),
+    "srnet": Architecture(SRNetConfig, SRNet),
 }
 
 
@@ -180,21 +179,25 @@ def _open(path: Path) -> Any:
         raise WeightsError(f"{path} is not a readable safetensors file ({err})") from None
 
 
-def read_info(path: str | Path) -> WeightsInfo:
-    path = Path(path)
-    with _open(path) as f:
-        metadata = f.metadata() or {}
+def _info(path: Path, metadata: dict[str, str] | None) -> WeightsInfo:
+    metadata = metadata or {}
     if "arch" not in metadata:
         raise WeightsError(f"{path} has no 'arch' metadata: not a tir-agent weights file")
     config = make_config(metadata["arch"], **json.loads(metadata.get("config", "{}")))
     return WeightsInfo(metadata["arch"], config, json.loads(metadata.get("card", "{}")))
 
 
+def read_info(path: str | Path) -> WeightsInfo:
+    path = Path(path)
+    with _open(path) as f:
+        return _info(path, f.metadata())
+
+
 def load_net(path: str | Path) -> nn.Module:
     """Build the network a weights file describes and load its weights (float32, eval mode)."""
     path = Path(path)
-    info = read_info(path)
     with _open(path) as f:
+        info = _info(path, f.metadata())
         state = {k: f.get_tensor(k).float() for k in f.keys()}
     net = ARCHITECTURES[info.arch].build(info.config)
     try:

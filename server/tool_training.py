@@ -27,6 +27,7 @@ from tiragent.images import list_images, read_image
 from tiragent.server.nets import build_net, count_parameters, save_net
 from tiragent.server.recipes import Recipe, ToolTrainConfig, get_recipe
 
+
 def psnr(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:
     mse = float(((a - b) ** 2).mean())
     return 10 * math.log10(1.0 / max(mse, 1e-12))
@@ -162,8 +163,10 @@ def train_tool(config: ToolTrainConfig, progress: bool = True, stop_at: int | No
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=0.0)
     run_dir = Path(config.out) / recipe.key
     checkpoint_path = run_dir / "last.pt"
-    step, total, elapsed = 0, config.steps, 0.0
-    schedule: list[int] = []
+    # The planned length, then one more entry per extension; the last entry is the run's length
+    # (empty while --minutes is still measuring the speed of the first steps).
+    step, elapsed = 0, 0.0
+    schedule: list[int] = [] if config.steps is None else [config.steps]
     if config.resume:
         if not checkpoint_path.is_file():
             raise ParameterError(f"--resume: no checkpoint at {checkpoint_path}")
@@ -172,35 +175,32 @@ def train_tool(config: ToolTrainConfig, progress: bool = True, stop_at: int | No
             raise ParameterError(f"--resume: {checkpoint_path} is a {state['recipe']} run, not {recipe.key}")
         net.load_state_dict(state["net"])
         optimizer.load_state_dict(state["optimizer"])
-        step, total, elapsed = state["step"], state["total_steps"], state["elapsed"]
-        schedule = state.get("schedule", [total])
-        if config.steps is not None and config.steps > total:
+        step, elapsed, schedule = state["step"], state["elapsed"], state["schedule"]
+        if config.steps is not None and config.steps > schedule[-1]:
             # Training longer than planned: the cosine schedule restarts over the new length (a warm restart).
-            total = config.steps
-            schedule = [*schedule, total]
+            schedule = [*schedule, config.steps]
 
     def save_checkpoint() -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
-        state = {"recipe": recipe.key, "net": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "total_steps": total, "elapsed": elapsed,
-                 "schedule": schedule or [total]}
+        state = {"recipe": recipe.key, "net": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "elapsed": elapsed, "schedule": schedule}
         torch.save(state, checkpoint_path.with_suffix(".tmp"))
         checkpoint_path.with_suffix(".tmp").replace(checkpoint_path)
 
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else torch.autocast("cpu", enabled=False)
     net.train()
-    bar = tqdm(total=total, initial=step, desc=recipe.key, unit="step", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=schedule[-1] if schedule else None, initial=step, desc=recipe.key, unit="step", disable=not progress, dynamic_ncols=True)
     start, last_save, calibrate_from = time.monotonic(), time.monotonic(), None
     loss_ema = None
     try:
-        while (total is None or step < total) and step != stop_at:
-            if total is None and step == 10:
+        while (not schedule or step < schedule[-1]) and step != stop_at:
+            if not schedule and step == 10:
                 calibrate_from = time.monotonic()
-            if total is None and step == 40:
+            if not schedule and step == 40:
                 per_step = (time.monotonic() - calibrate_from) / 30
-                total = max(41, int(config.minutes * 60 / per_step))
-                bar.reset(total=total)
+                schedule = [max(41, int(config.minutes * 60 / per_step))]
+                bar.reset(total=schedule[-1])
                 bar.update(step)
-            lr = _lr_at(step, schedule or ([total] if total else []), config.lr)
+            lr = _lr_at(step, schedule, config.lr)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             degraded, clean = sampler.batch(step, config.batch_size)
@@ -226,9 +226,8 @@ def train_tool(config: ToolTrainConfig, progress: bool = True, stop_at: int | No
     bar.close()
     elapsed += time.monotonic() - start
     save_checkpoint()
-    if total is None or step < total:
+    if not schedule or step < schedule[-1]:
         return None
-    schedule = schedule or [total]
 
     card: dict[str, Any] = {
         "tool": recipe.key,

@@ -125,12 +125,12 @@ def cmd_tools_sources(args: argparse.Namespace) -> int:
 
 
 def cmd_tools_download(args: argparse.Namespace) -> int:
-    from tiragent.server.sources import config_snippet, download, get_source, sha256_of
+    from tiragent.server.sources import config_snippet, download, get_source
 
     source = get_source(args.name, args.manifest)
     path = download(source, args.dir, sha256=args.sha256)
     print(f"verified {path} ({source.licence}); add this to a tools config for `tir-agent serve --tools-config`:\n")
-    print(config_snippet(source, path.resolve(), sha256_of(path)))
+    print(config_snippet(source, path.resolve(), (args.sha256 or source.sha256).lower()))
     return 0
 
 
