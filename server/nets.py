@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -47,7 +46,6 @@ class ResUNetConfig:
     width: int = field(default=32, metadata={"help": "Channels at the first level; each level below doubles them."})
     blocks: tuple[int, ...] = field(default=(1, 1, 2), metadata={"help": "Residual blocks per level, top to bottom."})
     unshuffle: int = field(default=2, metadata={"help": "Pixel-unshuffle factor applied to the input before the first convolution."})
-    in_channels: int = field(default=3, metadata={"help": "3 for an image; 6 for a refiner, whose input is a classical estimate stacked on the image."})
 
     scale = 1
 
@@ -57,13 +55,13 @@ class ResUNetConfig:
 
 
 class ResUNet(nn.Module):
-    """Residual UNet on a pixel-unshuffled input; output = input (its first three channels) + predicted correction."""
+    """Residual UNet on a pixel-unshuffled input; output = input + predicted correction."""
 
     def __init__(self, config: ResUNetConfig) -> None:
         super().__init__()
         self.config = config
         u, widths = config.unshuffle, [config.width * 2**i for i in range(len(config.blocks))]
-        self.head = nn.Sequential(nn.PixelUnshuffle(u), nn.Conv2d(config.in_channels * u * u, widths[0], 3, padding=1))
+        self.head = nn.Sequential(nn.PixelUnshuffle(u), nn.Conv2d(3 * u * u, widths[0], 3, padding=1))
         self.encoders = nn.ModuleList(nn.Sequential(*[ResBlock(w) for w in [c] * n]) for c, n in zip(widths, config.blocks))
         self.downs = nn.ModuleList(nn.Conv2d(c, 2 * c, 2, stride=2) for c in widths[:-1])
         self.ups = nn.ModuleList(nn.Sequential(nn.Conv2d(2 * c, 4 * c, 1), nn.PixelShuffle(2)) for c in widths[:-1])
@@ -80,7 +78,7 @@ class ResUNet(nn.Module):
                 y = self.downs[i](y)
         for up, decoder, skip in zip(reversed(self.ups), reversed(self.decoders), reversed(skips)):
             y = decoder(up(y) + skip)
-        return x[:, :3] + self.tail(y)
+        return x + self.tail(y)
 
 
 @dataclass(frozen=True)
@@ -146,9 +144,9 @@ def count_parameters(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
 
 
-def descriptor(config: ResUNetConfig | SRNetConfig, prepare: Callable[[np.ndarray], np.ndarray] | None = None) -> ModelDescriptor:
+def descriptor(config: ResUNetConfig | SRNetConfig) -> ModelDescriptor:
     """What the pool needs to run a network: scale and padding multiple; tiles of 512 with 32 px overlap."""
-    return ModelDescriptor(scale=config.scale, multiple_of=config.multiple_of, tile_size=512, supports_half=True, prepare=prepare)
+    return ModelDescriptor(scale=config.scale, multiple_of=config.multiple_of, tile_size=512, supports_half=True)
 
 
 def save_net(net: nn.Module, path: str | Path, card: dict[str, Any] | None = None) -> None:

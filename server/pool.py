@@ -286,8 +286,6 @@ class ModelPool:
         assert d is not None
         h, w = image.shape[:2]
         queue = self._queue(spec)
-        if d.prepare is not None:
-            image = await asyncio.get_running_loop().run_in_executor(self._cpu, d.prepare, image)
         submitted = time.perf_counter()
         if d.tile_size is not None and max(h, w) > d.tile_size:
             tiles = tile_grid(h, w, d.tile_size, d.tile_overlap)

@@ -15,7 +15,7 @@ import numpy as np
 
 from tiragent.errors import ParameterError
 from tiragent.eval.degradations import Params
-from tiragent.server.registry import Task, get_tool
+from tiragent.server.registry import Task
 
 Sampler = Callable[[np.random.Generator], Params]
 
@@ -42,18 +42,6 @@ class Recipe:
     patch_size: int = 128
     whole_image: bool = False
     """Degrade whole images, then crop: for degradations that depend on the whole frame (haze's depth map)."""
-    prior: str | None = None
-    """A classical tool (``"task.name"``) whose estimate the network refines: the network's input is that
-    estimate, at the tool's default parameters, stacked on the degraded image."""
-    bank: int = 0
-    """Degraded whole images per training image, made once before training (with the prior's estimate),
-    instead of degrading every crop: for priors too slow to run on every crop."""
-
-    def __post_init__(self) -> None:
-        if self.prior is not None and self.bank < 1:
-            raise ValueError(f"recipe {self.key}: a prior needs bank >= 1 (its estimate is precomputed)")
-        if self.bank and self.scale != 1:
-            raise ValueError(f"recipe {self.key}: bank is for same-size tasks")
 
     @property
     def key(self) -> str:
@@ -63,27 +51,11 @@ class Recipe:
         return {**(self.sample(rng) if self.sample else {}), **self.fixed}
 
     @property
-    def prepare(self) -> Callable[[np.ndarray], np.ndarray] | None:
-        return stack_prior(self.prior) if self.prior else None
-
-    @property
     def scale(self) -> int:
         return int(self.fixed.get("scale", 1)) if self.task == Task.SR else 1
 
 
-def stack_prior(prior: str) -> Callable[[np.ndarray], np.ndarray]:
-    """The input of a refiner: the classical tool's estimate (default parameters) stacked in front of the image."""
-
-    def prepare(image: np.ndarray) -> np.ndarray:
-        spec = get_tool(prior)
-        estimate = np.clip(spec.run(image, spec.validate({})), 0, 1)  # type: ignore[misc]
-        return np.concatenate([estimate, image], axis=2).astype(np.float32)
-
-    return prepare
-
-
 UNET = {"width": 32, "blocks": [1, 2, 4], "unshuffle": 2}
-REFINER = {**UNET, "in_channels": 6}
 
 RECIPES: dict[str, Recipe] = {
     r.key: r
@@ -95,8 +67,6 @@ RECIPES: dict[str, Recipe] = {
         Recipe("unet", Task.DEHAZE, "haze", "resunet", UNET, "Dehazing (residual UNet, trained on the scattering model with A 0.7-1.0, beta 0.6-1.8).", whole_image=True),
         Recipe("unet", Task.DEJPEG, "jpeg", "resunet", UNET, "JPEG artifact removal for quality 10-29 (residual UNet); also restores subsampled chroma."),
         Recipe("unet", Task.LOWLIGHT, "dark", "resunet", UNET, "Low-light enhancement (residual UNet, trained on brightness shift, gamma and peak rescaling)."),
-        Recipe("wiener_unet", Task.MOTION_DEBLUR, "motion", "resunet", REFINER, "Motion deblurring: Wiener deconvolution with the estimated kernel, refined by a residual UNet that removes its ringing and residual blur.", prior="motion_deblur.wiener", bank=6),
-        Recipe("dcp_unet", Task.DEHAZE, "haze", "resunet", REFINER, "Dehazing: the dark channel prior's estimate, refined by a residual UNet that corrects its colour and transmission errors.", prior="dehaze.dcp", bank=8),
         Recipe("srnet_x4", Task.SR, "lowres", "srnet", {"scale": 4, "width": 48, "blocks": 8}, "x4 super-resolution of bicubic-downscaled images (residual CNN).", fixed={"scale": 4}),
         Recipe("srnet_x2", Task.SR, "lowres", "srnet", {"scale": 2, "width": 48, "blocks": 8}, "x2 super-resolution of bicubic-downscaled images (residual CNN).", fixed={"scale": 2}, patch_size=96),
     ]

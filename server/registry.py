@@ -72,9 +72,6 @@ class ModelDescriptor:
     """Whether fp16/bf16 inference is safe on an accelerator."""
     max_batch_size: int = 16
     """Largest batch on an accelerator; the pool caps it lower on a CPU."""
-    prepare: Callable[[np.ndarray], np.ndarray] | None = None
-    """Whole-image step on a CPU thread before padding and tiling: maps the ``H x W x 3`` image to
-    the model's ``H x W x C`` input (a refiner stacks a classical tool's estimate in front of it)."""
 
 
 Device = Literal["cpu", "accelerator"]

@@ -38,7 +38,7 @@ class PairSampler:
 
     MARGIN = 16  # degraded with context around the crop, so blur and haze see real neighbours
 
-    def __init__(self, images: list[np.ndarray], recipe: Recipe, patch: int, seed: int, progress: bool = False) -> None:
+    def __init__(self, images: list[np.ndarray], recipe: Recipe, patch: int, seed: int) -> None:
         self.images, self.recipe, self.seed = images, recipe, seed
         self.fn = DEGRADATIONS[recipe.degradation].fn
         scale = recipe.scale
@@ -48,32 +48,15 @@ class PairSampler:
         small = [img.shape[:2] for img in images if min(img.shape[:2]) < self.patch + 2 * self.MARGIN]
         if small:
             raise ParameterError(f"training images must be at least {self.patch + 2 * self.MARGIN} px on each side; got {small[0]}")
-        self.bank = self._degrade_all(progress) if recipe.bank else None
-
-    def _degrade_all(self, progress: bool) -> list[np.ndarray]:
-        """``recipe.bank`` degraded versions of every image, each from its own seed, as network inputs
-        (with the prior's estimate stacked in front): image ``i``'s version ``v`` is entry ``i * bank + v``."""
-        prepare, per_image = self.recipe.prepare, self.recipe.bank
-        bank = []
-        jobs = [(i, v) for i in range(len(self.images)) for v in range(per_image)]
-        for i, v in tqdm(jobs, desc=f"{self.recipe.key}: degrading {per_image} versions per image", unit="image", disable=not progress, dynamic_ncols=True):
-            rng = np.random.default_rng([self.seed, i, v])
-            degraded, _ = self.fn(self.images[i], rng, **self.recipe.params(rng))
-            bank.append(prepare(degraded) if prepare else degraded)
-        return bank
 
     def pair(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        index = int(rng.integers(len(self.images)))
-        image = self.images[index]
+        image = self.images[int(rng.integers(len(self.images)))]
         m, p, s = self.MARGIN, self.patch, self.recipe.scale
         h, w = image.shape[:2]
         y, x = int(rng.integers(0, h - p - 2 * m + 1)), int(rng.integers(0, w - p - 2 * m + 1))
         flip = rng.random() < 0.5
-        if self.bank is not None or self.recipe.whole_image:
-            if self.bank is not None:
-                degraded = self.bank[index * self.recipe.bank + int(rng.integers(self.recipe.bank))]
-            else:
-                degraded, _ = self.fn(image, rng, **self.recipe.params(rng))
+        if self.recipe.whole_image:
+            degraded, _ = self.fn(image, rng, **self.recipe.params(rng))
             pair = [a[y + m : y + m + p, x + m : x + m + p] for a in (degraded, image)]
             return tuple(np.ascontiguousarray(a[:, ::-1] if flip else a) for a in pair)  # type: ignore[return-value]
         crop = image[y : y + p + 2 * m, x : x + p + 2 * m]
@@ -115,24 +98,18 @@ def baseline(image: np.ndarray, recipe: Recipe, target_shape: tuple[int, ...]) -
 
 
 def evaluate_net(net: torch.nn.Module, images: list[np.ndarray], recipe: Recipe, device: str = "cpu", seed: int = 0) -> dict[str, float]:
-    """Mean PSNR of the degraded inputs and of the network's outputs over whole images (and of a refiner's prior)."""
+    """Mean PSNR of the degraded inputs and of the network's outputs over whole images."""
     was_training = net.training
     net.eval()
-    psnr_in: list[float] = []
-    psnr_out: list[float] = []
-    psnr_prior: list[float] = []
+    psnr_in, psnr_out = [], []
     for i, clean in enumerate(images):
         s = recipe.scale
         clean = clean[: clean.shape[0] // s * s, : clean.shape[1] // s * s]
         degraded = degrade_for_eval(clean, recipe, seed + i)
         psnr_in.append(psnr(baseline(degraded, recipe, clean.shape), clean))
-        if recipe.prepare is not None:
-            degraded = recipe.prepare(degraded)
-            psnr_prior.append(psnr(degraded[..., :3], clean))
         psnr_out.append(psnr(restore(net, degraded, device), clean))
     net.train(was_training)
-    result = {"psnr_in": round(float(np.mean(psnr_in)), 3), "psnr_out": round(float(np.mean(psnr_out)), 3), "images": len(images)}
-    return result | ({"psnr_prior": round(float(np.mean(psnr_prior)), 3)} if psnr_prior else {})
+    return {"psnr_in": round(float(np.mean(psnr_in)), 3), "psnr_out": round(float(np.mean(psnr_out)), 3), "images": len(images)}
 
 
 def _lr_at(step: int, schedule: list[int], peak: float) -> float:
@@ -179,7 +156,7 @@ def train_tool(config: ToolTrainConfig, progress: bool = True, stop_at: int | No
         raise ParameterError(f"{config.data} has {len(images)} images; need more than the {config.val_images} held out for validation")
     train_images, val_images = images[config.val_images :], images[: config.val_images]
     val_images = [img[:256, :256] for img in val_images]
-    sampler = PairSampler(train_images, recipe, config.patch_size or recipe.patch_size, config.seed, progress=progress)
+    sampler = PairSampler(train_images, recipe, config.patch_size or recipe.patch_size, config.seed)
 
     torch.manual_seed(config.seed)
     net = build_net(recipe.arch, **recipe.config).to(device)
@@ -256,7 +233,6 @@ def train_tool(config: ToolTrainConfig, progress: bool = True, stop_at: int | No
         "tool": recipe.key,
         "description": recipe.description,
         "degradation": recipe.degradation,
-        "prior": recipe.prior,
         "arch": recipe.arch,
         "parameters": count_parameters(net),
         "data": Path(config.data).name,

@@ -27,15 +27,6 @@ def test_shapes_and_descriptor(arch, config, size, out):
     assert d.scale == out // size and d.multiple_of == k
 
 
-def test_refiner_input_adds_its_correction_to_the_estimate():
-    net = build_net("resunet", width=8, blocks=[1, 1], unshuffle=2, in_channels=6)
-    x = torch.rand(1, 6, 16, 16)
-    assert net(x).shape == (1, 3, 16, 16)
-    torch.nn.init.zeros_(net.tail[0].weight)
-    torch.nn.init.zeros_(net.tail[0].bias)
-    assert torch.equal(net(x), x[:, :3])  # a zero correction returns the stacked estimate, not the image
-
-
 def test_resunet_multiple_follows_depth():
     assert build_net("resunet", width=8, blocks=[1, 1, 1], unshuffle=2).config.multiple_of == 8
     assert build_net("resunet", width=8, blocks=[1], unshuffle=1).config.multiple_of == 1

@@ -51,17 +51,6 @@ class Scaler(nn.Module):
         return x * gain
 
 
-class FirstThree(nn.Module):
-    """Returns the first three input channels: what ``prepare`` put in front of the image."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x[:, :3]
-
-
-def invert_in_front(image: np.ndarray) -> np.ndarray:
-    return np.concatenate([1 - image, image], axis=2)
-
-
 class Big(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -77,7 +66,6 @@ def test_tools():
         "denoise.t_smooth": (Smooth, ModelDescriptor(multiple_of=8, tile_size=64, tile_overlap=16), None),
         "sr.t_up2": (Upscale, ModelDescriptor(scale=2, tile_size=48, tile_overlap=8), None),
         "denoise.t_fragile": (FailsOnBright, ModelDescriptor(), None),
-        "dehaze.t_refine": (FirstThree, ModelDescriptor(multiple_of=8, tile_size=64, tile_overlap=16, prepare=invert_in_front), None),
         "lowlight.t_gain": (Scaler, ModelDescriptor(), Gain),
         "dehaze.t_big1": (Big, ModelDescriptor(), None),
         "dehaze.t_big2": (Big, ModelDescriptor(), None),
@@ -144,15 +132,6 @@ async def test_large_inputs_are_tiled_and_stitched_seamlessly():
     assert r.batch_size > 1
     assert up.image.shape == (300, 260, 3)
     assert np.allclose(up.image[::2, ::2], big, atol=1e-6)
-
-
-async def test_prepare_runs_on_the_whole_image_before_tiling():
-    big = image(150, 130, seed=4)
-    async with ModelPool(PoolConfig(max_batch_size=4)) as pool:
-        r = await pool.call("dehaze.t_refine", big)
-    # six channels went through padding, tiling and batching; the model saw the prepared input
-    assert r.image.shape == big.shape and r.batch_size > 1
-    assert np.allclose(r.image, 1 - big, atol=1e-6)
 
 
 async def test_a_failing_input_fails_alone_and_the_pool_keeps_serving():

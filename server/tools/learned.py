@@ -12,7 +12,6 @@ import logging
 from pathlib import Path
 
 from tiragent.server.nets import WeightsError, descriptor, load_net, read_info
-from tiragent.server.recipes import stack_prior
 from tiragent.server.registry import Cost, register_torch_tool
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -39,8 +38,7 @@ def register_weights(path: Path, cost: Cost) -> str:
     task, name = info.card["tool"].split(".", 1)
     card = info.card
     trained = f" Trained by tir-agent on {card.get('data', '?')} for {card.get('steps', '?')} steps; {card.get('parameters', 0) / 1e6:.1f} M parameters."
-    prepare = stack_prior(card["prior"]) if card.get("prior") else None
-    register_torch_tool(task, name, cost=cost, descriptor=descriptor(info.config, prepare), description=card.get("description", "") + trained)(
+    register_torch_tool(task, name, cost=cost, descriptor=descriptor(info.config), description=card.get("description", "") + trained)(
         lambda: load_net(path)
     )
     return f"{task}.{name}"
