@@ -35,16 +35,20 @@ bench: install
 	$(BIN)/python benchmarks/agents.py --pairs ../shared/data/real/PolyU_noise --bench /tmp/tir-agent-polyu --name agents_polyu
 
 # Retrains the shipped learned tools (server/weights/) on CBSD68 with the step counts their
-# cards record (read_info(path).card["steps"]), evaluating on McMaster; hours on a 2-core CPU.
+# cards record (read_info(path).card["schedule"]: one command per entry, the later ones with
+# --resume), evaluating on McMaster; hours on a 2-core CPU.
 DATA := ../shared/data/clean
 TRAIN := $(BIN)/tir-agent tools train --data $(DATA)/CBSD68 --eval-data $(DATA)/McMaster --out runs/tools
 weights: install
 	$(TRAIN) --task dejpeg --steps 4891 --weights server/weights/dejpeg_unet.safetensors
+	$(TRAIN) --task dejpeg --steps 10000 --resume --weights server/weights/dejpeg_unet.safetensors
 	$(TRAIN) --task sr --recipe srnet_x4 --steps 8782 --weights server/weights/sr_srnet_x4.safetensors
 	$(TRAIN) --task defocus_deblur --steps 4193 --weights server/weights/defocus_deblur_unet.safetensors
 	$(TRAIN) --task motion_deblur --steps 4399 --weights server/weights/motion_deblur_unet.safetensors
 	$(TRAIN) --task motion_deblur --steps 8000 --resume --weights server/weights/motion_deblur_unet.safetensors
 	$(TRAIN) --task denoise --steps 5265 --weights server/weights/denoise_unet.safetensors
+	$(TRAIN) --task denoise --steps 12000 --resume --weights server/weights/denoise_unet.safetensors
+	$(TRAIN) --task denoise --steps 20000 --resume --weights server/weights/denoise_unet.safetensors
 	$(TRAIN) --task derain --steps 2813 --weights server/weights/derain_unet.safetensors
 	$(TRAIN) --task dehaze --steps 3005 --weights server/weights/dehaze_unet.safetensors
 	$(TRAIN) --task lowlight --steps 2926 --weights server/weights/lowlight_unet.safetensors
