@@ -1,6 +1,6 @@
 """Users' own checkpoints as tools: a TOML file maps a tool name and task to a checkpoint, and
-spandrel detects the architecture (SwinIR, HAT, SCUNet, NAFNet, DRUNet, DnCNN, Restormer via
-``spandrel-extra-arches``, ...) and its size requirements.
+spandrel detects the architecture (SwinIR, HAT, SCUNet, NAFNet, DRUNet, DnCNN, ...; Restormer,
+MPRNet and others with the optional ``spandrel-extra-arches``) and its size requirements.
 
     [[tool]]
     name = "swinir_x4"
@@ -13,7 +13,9 @@ spandrel detects the architecture (SwinIR, HAT, SCUNet, NAFNet, DRUNet, DnCNN, R
 
 from __future__ import annotations
 
+import functools
 import tomllib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,10 +77,32 @@ class _PerChannel:
         return torch.cat([self.model(x[:, c : c + 1]) for c in range(x.shape[1])], dim=1)
 
 
+EXTRA_ARCHES_HINT = "Restormer, MPRNet, MIRNet2, SRFormer and others need `pip install 'tir-agent[extra-arches]'` (non-commercial licences)"
+
+
+@functools.cache
+def _install_extra_arches() -> bool:
+    """Add spandrel-extra-arches to spandrel's registry once, if the user installed it; returns whether it is there.
+
+    It is an optional extra, not a dependency: the code of its architectures is licensed for
+    non-commercial use only, so installing it is the user's choice.
+    """
+    try:
+        with warnings.catch_warnings():  # some of its modules call the deprecated torch.jit.script at import
+            warnings.simplefilter("ignore", FutureWarning)
+            import spandrel_extra_arches
+    except ImportError:
+        return False
+    spandrel_extra_arches.install(ignore_duplicates=True)
+    return True
+
+
 def load_checkpoint(entry: CheckpointEntry) -> ModelDescriptor:
     """Load and detect one checkpoint, and register it as a tool; raises CheckpointError naming the problem."""
     import torch
     from spandrel import ImageModelDescriptor, ModelLoader, ModelTiling, UnsupportedModelError
+
+    extra_arches = _install_extra_arches()
 
     if not entry.checkpoint.is_file():
         raise CheckpointError(f"tool {entry.name!r}: checkpoint {entry.checkpoint} does not exist")
@@ -92,7 +116,8 @@ def load_checkpoint(entry: CheckpointEntry) -> ModelDescriptor:
     try:
         loaded = ModelLoader().load_from_file(entry.checkpoint)
     except UnsupportedModelError:
-        raise CheckpointError(f"tool {entry.name!r}: {entry.checkpoint} is not an architecture spandrel knows") from None
+        hint = "" if extra_arches else f" ({EXTRA_ARCHES_HINT})"
+        raise CheckpointError(f"tool {entry.name!r}: {entry.checkpoint} is not an architecture spandrel knows{hint}") from None
     except Exception as err:  # truncated or corrupt files surface as many error types
         raise CheckpointError(f"tool {entry.name!r}: cannot load {entry.checkpoint} ({type(err).__name__}: {err})") from None
     if not isinstance(loaded, ImageModelDescriptor):

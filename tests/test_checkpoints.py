@@ -116,3 +116,38 @@ async def test_an_upscaling_checkpoint_keeps_its_scale(tmp_path):
         assert result.image.shape == (60, 40, 3)
     finally:
         unregister("sr.user_compact")
+
+
+async def test_a_restormer_checkpoint_loads_through_the_extra_architectures(tmp_path):
+    # Restormer is not in spandrel itself: it comes from spandrel-extra-arches, installed at load time.
+    from spandrel_extra_arches.architectures.Restormer import Restormer
+
+    torch.manual_seed(0)
+    net = Restormer(dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1, heads=[1, 1, 2, 2], ffn_expansion_factor=1.0)
+    torch.save({"params": net.state_dict()}, tmp_path / "restormer.pth")  # the official releases wrap weights in "params"
+    (tmp_path / "tools.toml").write_text('[[tool]]\nname = "user_restormer"\ntask = "derain"\ncheckpoint = "restormer.pth"\n')
+    try:
+        assert register_checkpoints(tmp_path / "tools.toml") == (["derain.user_restormer"], [])
+        spec = get_tool("derain.user_restormer")
+        assert spec.descriptor.multiple_of == 8 and spec.description.startswith("Restormer")
+        image = np.random.default_rng(0).random((37, 45, 3), dtype=np.float32)
+        async with ModelPool() as pool:
+            result = await pool.call("derain.user_restormer", image)
+        assert result.image.shape == image.shape
+        # its channel attention spans the whole image, so pad exactly as the pool does (to a multiple of 8)
+        padded = torch.from_numpy(np.pad(image, ((0, 3), (0, 3), (0, 0)), mode="symmetric")).permute(2, 0, 1)[None]
+        with torch.no_grad():
+            expected = net.eval()(padded)[0, :, :37, :45].clamp(0, 1).permute(1, 2, 0).numpy()
+        assert np.abs(result.image - expected).max() < 1e-4  # the detected network is the saved one
+    finally:
+        unregister("derain.user_restormer")
+
+
+def test_without_the_extra_architectures_the_error_names_the_extra(tmp_path, monkeypatch):
+    from tiragent.server import checkpoints
+
+    monkeypatch.setattr(checkpoints, "_install_extra_arches", lambda: False)
+    torch.save({"encoder.weight": torch.zeros(4, 3)}, tmp_path / "odd.pth")
+    (tmp_path / "tools.toml").write_text('[[tool]]\nname = "odd"\ntask = "derain"\ncheckpoint = "odd.pth"\n')
+    registered, errors = register_checkpoints(tmp_path / "tools.toml")
+    assert registered == [] and "not an architecture spandrel knows" in errors[0] and "tir-agent[extra-arches]" in errors[0]
