@@ -50,7 +50,7 @@ def main() -> None:
         f"--per-combo {args.per_combo} --seed {args.seed}` (16 combinations, {len(records) // (len(policies) + 1)} images)"
     )
     text = (
-        f"{source}, then `tir-agent eval` with policies {', '.join(policies)}. Tools: the classical toolbox. 'input' is the degraded image "
+        f"{source}, then `tir-agent eval` with policies {', '.join(policies)}. Tools: the whole toolbox, classical and learned. 'input' is the degraded image "
         "(low-resolution inputs bicubic-upscaled for scoring); results of another size are resized to the target. "
         "NIQE and PIQE: lower is better. Seconds include the per-step quality assessment the agent loop records. "
         f"Plot: [{args.name}/quality_vs_calls.png]({args.name}/quality_vs_calls.png).\n\n" + markdown(table)
