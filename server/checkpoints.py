@@ -102,8 +102,6 @@ def load_checkpoint(entry: CheckpointEntry) -> ModelDescriptor:
     import torch
     from spandrel import ImageModelDescriptor, ModelLoader, ModelTiling, UnsupportedModelError
 
-    extra_arches = _install_extra_arches()
-
     if not entry.checkpoint.is_file():
         raise CheckpointError(f"tool {entry.name!r}: checkpoint {entry.checkpoint} does not exist")
     if entry.sha256 is not None:
@@ -113,6 +111,7 @@ def load_checkpoint(entry: CheckpointEntry) -> ModelDescriptor:
             verify_file(entry.checkpoint, entry.sha256)
         except ChecksumError as err:
             raise CheckpointError(f"tool {entry.name!r}: {err}") from None
+    extra_arches = _install_extra_arches()
     try:
         loaded = ModelLoader().load_from_file(entry.checkpoint)
     except UnsupportedModelError:
