@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from tiragent.errors import TirAgentError
+from tiragent.server.haze_net import HazeNet, HazeNetConfig
+from tiragent.server.kernel_net import MotionKernelNet, MotionKernelNetConfig
 from tiragent.server.registry import ModelDescriptor
 
 
@@ -48,6 +50,8 @@ class ResUNetConfig:
     unshuffle: int = field(default=2, metadata={"help": "Pixel-unshuffle factor applied to the input before the first convolution."})
 
     scale = 1
+    tile_size = 512
+    supports_half = True
 
     @property
     def multiple_of(self) -> int:
@@ -88,6 +92,8 @@ class SRNetConfig:
     blocks: int = field(default=8, metadata={"help": "Residual blocks at low resolution."})
 
     multiple_of = 1
+    tile_size = 512
+    supports_half = True
 
 
 class SRNet(nn.Module):
@@ -116,7 +122,11 @@ class Architecture:
 ARCHITECTURES: dict[str, Architecture] = {
     "resunet": Architecture(ResUNetConfig, ResUNet),
     "srnet": Architecture(SRNetConfig, SRNet),
+    "motionkernel": Architecture(MotionKernelNetConfig, MotionKernelNet),
+    "hazenet": Architecture(HazeNetConfig, HazeNet),
 }
+
+NetConfig = ResUNetConfig | SRNetConfig | MotionKernelNetConfig | HazeNetConfig
 
 
 def make_config(arch: str, **config: Any) -> Any:
@@ -144,9 +154,9 @@ def count_parameters(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
 
 
-def descriptor(config: ResUNetConfig | SRNetConfig) -> ModelDescriptor:
-    """What the pool needs to run a network: scale and padding multiple; tiles of 512 with 32 px overlap."""
-    return ModelDescriptor(scale=config.scale, multiple_of=config.multiple_of, tile_size=512, supports_half=True)
+def descriptor(config: NetConfig) -> ModelDescriptor:
+    """What the pool needs to run a network: scale, padding multiple, tiling (32 px overlap) and half precision."""
+    return ModelDescriptor(scale=config.scale, multiple_of=config.multiple_of, tile_size=config.tile_size, supports_half=config.supports_half)
 
 
 def save_net(net: nn.Module, path: str | Path, card: dict[str, Any] | None = None) -> None:
@@ -164,7 +174,7 @@ class WeightsInfo:
     """What a weights file says about itself, read from its header without loading the tensors."""
 
     arch: str
-    config: ResUNetConfig | SRNetConfig
+    config: NetConfig
     card: dict[str, Any]
 
 

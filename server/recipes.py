@@ -6,6 +6,7 @@ config) plus its weights file in ``weights/``, listed in ``tools/learned.py``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,12 @@ def _wide_noise(rng: np.random.Generator) -> Params:
     return {"kind": "poisson", "scale": float(rng.uniform(0.5, 3.5))}
 
 
+def _wide_motion(rng: np.random.Generator) -> Params:
+    # Any direction and a continuous range of lengths around the protocol's three settings, so that the estimator learns the kernel, not the protocol.
+    sigma = float(rng.uniform(1.5, 10.0))
+    return {"radius": math.ceil(2.5 * sigma), "sigma": sigma, "angle": float(rng.uniform(-180, 180))}
+
+
 @dataclass(frozen=True)
 class Recipe:
     """How to train one learned tool: which degradation it undoes and which network it uses."""
@@ -42,6 +49,8 @@ class Recipe:
     patch_size: int = 128
     whole_image: bool = False
     """Degrade whole images, then crop: for degradations that depend on the whole frame (haze's depth map)."""
+    whole_frames: bool = False
+    """Train on whole frames instead of crops: views of 60-100% of the image, resized to the patch size and degraded as photos of their own (for networks that need the whole frame)."""
 
     @property
     def key(self) -> str:
@@ -62,9 +71,28 @@ RECIPES: dict[str, Recipe] = {
     for r in [
         Recipe("unet", Task.DENOISE, "noise", "resunet", UNET, "Blind denoiser (residual UNet, trained on Gaussian sigma 5-55 and Poisson noise).", sample=_wide_noise),
         Recipe("unet", Task.MOTION_DEBLUR, "motion", "resunet", UNET, "Blind motion deblurring (residual UNet, trained on the protocol's motion blur)."),
+        Recipe(
+            "kernel_wiener",
+            Task.MOTION_DEBLUR,
+            "motion",
+            "motionkernel",
+            {"width": 32},
+            "Wiener deconvolution along a learned blur axis: a CNN estimates the axis, the sparsest deconvolution picks the trail's direction and length. Best on uniform linear motion blur of a noise-free image; denoise first.",
+            sample=_wide_motion,
+        ),
         Recipe("unet", Task.DEFOCUS_DEBLUR, "defocus", "resunet", UNET, "Blind defocus deblurring (residual UNet, trained on disk blur of radius 3-6)."),
         Recipe("unet", Task.DERAIN, "rain", "resunet", UNET, "Rain-streak removal (residual UNet)."),
         Recipe("unet", Task.DEHAZE, "haze", "resunet", UNET, "Dehazing (residual UNet, trained on the scattering model with A 0.7-1.0, beta 0.6-1.8).", whole_image=True),
+        Recipe(
+            "hazenet",
+            Task.DEHAZE,
+            "haze",
+            "hazenet",
+            {"width": 32},
+            "Dehazing that sees the whole frame: a CNN estimates the transmission map and the airlight colour, and the scattering model is inverted at full resolution.",
+            whole_frames=True,
+            patch_size=192,
+        ),
         Recipe("unet", Task.DEJPEG, "jpeg", "resunet", UNET, "JPEG artifact removal for quality 10-29 (residual UNet); also restores subsampled chroma."),
         Recipe("unet", Task.LOWLIGHT, "dark", "resunet", UNET, "Low-light enhancement (residual UNet, trained on brightness shift, gamma and peak rescaling)."),
         Recipe("srnet_x4", Task.SR, "lowres", "srnet", {"scale": 4, "width": 48, "blocks": 8}, "x4 super-resolution of bicubic-downscaled images (residual CNN).", fixed={"scale": 4}),

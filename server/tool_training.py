@@ -16,13 +16,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from tiragent.errors import ParameterError
-from tiragent.eval.degradations import DEGRADATIONS
+from tiragent.eval.degradations import DEGRADATIONS, Params
 from tiragent.images import list_images, read_image
 from tiragent.server.nets import build_net, count_parameters, save_net
 from tiragent.server.recipes import Recipe, ToolTrainConfig, get_recipe
@@ -49,26 +50,41 @@ class PairSampler:
         if small:
             raise ParameterError(f"training images must be at least {self.patch + 2 * self.MARGIN} px on each side; got {small[0]}")
 
-    def pair(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def pair(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, Params]:
+        """A degraded crop, its clean crop, and the degradation's parameters."""
         image = self.images[int(rng.integers(len(self.images)))]
         m, p, s = self.MARGIN, self.patch, self.recipe.scale
         h, w = image.shape[:2]
+        if self.recipe.whole_frames:
+            return self.frame(image, rng)
         y, x = int(rng.integers(0, h - p - 2 * m + 1)), int(rng.integers(0, w - p - 2 * m + 1))
         flip = rng.random() < 0.5
         if self.recipe.whole_image:
-            degraded, _ = self.fn(image, rng, **self.recipe.params(rng))
-            pair = [a[y + m : y + m + p, x + m : x + m + p] for a in (degraded, image)]
-            return tuple(np.ascontiguousarray(a[:, ::-1] if flip else a) for a in pair)  # type: ignore[return-value]
+            degraded, params = self.fn(image, rng, **self.recipe.params(rng))
+            a, b = (np.ascontiguousarray(a[y + m : y + m + p, x + m : x + m + p][:, ::-1 if flip else 1]) for a in (degraded, image))
+            return a, b, params
         crop = image[y : y + p + 2 * m, x : x + p + 2 * m]
         crop = np.ascontiguousarray(crop[:, ::-1] if flip else crop)
-        degraded, _ = self.fn(crop, rng, **self.recipe.params(rng))
-        return degraded[m // s : (m + p) // s, m // s : (m + p) // s], crop[m : m + p, m : m + p]
+        degraded, params = self.fn(crop, rng, **self.recipe.params(rng))
+        return degraded[m // s : (m + p) // s, m // s : (m + p) // s], crop[m : m + p, m : m + p], params
 
-    def batch(self, step: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def frame(self, image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, Params]:
+        """A whole-frame pair: a view of 60-100% of the shorter side (aspect 0.8-1.25), resized and degraded as a photo of its own."""
+        h, w = image.shape[:2]
+        side = min(h, w) * rng.uniform(0.6, 1.0)
+        ch, cw = (min(n, int(side * a)) for n, a in ((h, 1.0), (w, rng.uniform(0.8, 1.25))))
+        y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+        f = self.patch
+        view = cv2.resize(image[y : y + ch, x : x + cw], (f, f), interpolation=cv2.INTER_AREA)
+        clean = np.ascontiguousarray(view[:, ::-1] if rng.random() < 0.5 else view)
+        degraded, params = self.fn(clean, rng, **self.recipe.params(rng))
+        return degraded, clean, params
+
+    def batch(self, step: int, size: int) -> tuple[torch.Tensor, torch.Tensor, list[Params]]:
         rng = np.random.default_rng([self.seed, step])
         pairs = [self.pair(rng) for _ in range(size)]
         to_tensor = lambda arrays: torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()  # noqa: E731
-        return to_tensor([p[0] for p in pairs]), to_tensor([p[1] for p in pairs])
+        return to_tensor([p[0] for p in pairs]), to_tensor([p[1] for p in pairs]), [p[2] for p in pairs]
 
 
 def degrade_for_eval(image: np.ndarray, recipe: Recipe, seed: int) -> np.ndarray:
@@ -110,6 +126,13 @@ def evaluate_net(net: torch.nn.Module, images: list[np.ndarray], recipe: Recipe,
         psnr_out.append(psnr(restore(net, degraded, device), clean))
     net.train(was_training)
     return {"psnr_in": round(float(np.mean(psnr_in)), 3), "psnr_out": round(float(np.mean(psnr_out)), 3), "images": len(images)}
+
+
+def training_loss(net: torch.nn.Module, degraded: torch.Tensor, clean: torch.Tensor, params: list[Params]) -> torch.Tensor:
+    """L1 of the restoration, unless the network trains on another objective (``net.training_loss``)."""
+    if hasattr(net, "training_loss"):
+        return net.training_loss(degraded, clean, params).float()
+    return F.l1_loss(net(degraded).float(), clean)
 
 
 def _lr_at(step: int, schedule: list[int], peak: float) -> float:
@@ -203,9 +226,9 @@ def train_tool(config: ToolTrainConfig, progress: bool = True, stop_at: int | No
             lr = _lr_at(step, schedule, config.lr)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            degraded, clean = sampler.batch(step, config.batch_size)
+            degraded, clean, params = sampler.batch(step, config.batch_size)
             with autocast:
-                loss = F.l1_loss(net(degraded.to(device)).float(), clean.to(device))
+                loss = training_loss(net, degraded.to(device), clean.to(device), params)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)

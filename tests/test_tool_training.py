@@ -13,7 +13,7 @@ from skimage import data
 from tiragent.cli import main
 from tiragent.errors import ParameterError
 from tiragent.images import write_image
-from tiragent.server.nets import read_info
+from tiragent.server.nets import descriptor, read_info
 from tiragent.server.recipes import RECIPES, ToolTrainConfig, get_recipe
 from tiragent.server.registry import Task
 from tiragent.server.tool_training import PairSampler, train_tool
@@ -33,9 +33,9 @@ def images(tmp_path):
 @pytest.fixture
 def tiny_recipes(monkeypatch):
     """Shrink every recipe's network so a run takes a second."""
+    tiny = {"resunet": TINY, "srnet": {"width": 4, "blocks": 1}, "motionkernel": {"width": 4, "view": 64, "sigmas": [2, 4]}, "hazenet": {"width": 4, "size": 32}}
     for key, recipe in RECIPES.items():
-        config = {**recipe.config, "width": 4, "blocks": 1} if recipe.arch == "srnet" else TINY
-        monkeypatch.setitem(RECIPES, key, type(recipe)(**{**recipe.__dict__, "config": config}))
+        monkeypatch.setitem(RECIPES, key, type(recipe)(**{**recipe.__dict__, "config": {**recipe.config, **tiny[recipe.arch]}}))
 
 
 def config(images, tmp_path, **kw):
@@ -56,12 +56,31 @@ def test_batches_depend_only_on_seed_and_step(key, astronaut):
     recipe = RECIPES[key]
     crops = [astronaut, np.ascontiguousarray(astronaut[::-1])]
     a, b = PairSampler(crops, recipe, 64, seed=3), PairSampler(crops, recipe, 64, seed=3)
-    degraded, clean = a.batch(5, 3)
+    degraded, clean, params = a.batch(5, 3)
+    assert len(params) == 3 and params[0] == b.batch(5, 3)[2][0]
     assert clean.shape == (3, 3, 64, 64) and degraded.shape == (3, 3, 64 // recipe.scale, 64 // recipe.scale)
     assert torch.equal(degraded, b.batch(5, 3)[0]) and torch.equal(clean, b.batch(5, 3)[1])
     assert not torch.equal(degraded, a.batch(6, 3)[0])
     if recipe.scale == 1:
         assert float((degraded - clean).abs().mean()) > 0.005  # the degradation did something
+
+
+def test_whole_frames_are_views_of_the_image_degraded_as_photos(astronaut):
+    recipe = RECIPES["dehaze.hazenet"]
+    degraded, clean, params = PairSampler([astronaut], recipe, 48, seed=0).batch(0, 4)
+    assert clean.shape == (4, 3, 48, 48) and all(set(p) == {"airlight", "beta"} for p in params)
+    # haze depends on the frame's own layout: the top of every frame is hazier than its bottom
+    top, bottom = ((degraded - clean)[..., rows, :].abs().mean() for rows in (slice(0, 8), slice(-8, None)))
+    assert top > 2 * bottom
+
+
+@pytest.mark.parametrize("key", ["motion_deblur.kernel_wiener", "dehaze.hazenet"])
+def test_networks_with_their_own_objective_train_and_load(key, images, tmp_path, tiny_recipes):
+    task, name = key.split(".")
+    card = train_tool(config(images, tmp_path, task=task, recipe=name, patch_size=48, steps=3), progress=False)
+    info = read_info(tmp_path / "runs" / key / f"{key}.safetensors")
+    assert card["tool"] == key and info.arch == RECIPES[key].arch and descriptor(info.config).tile_size is None
+    assert np.isfinite(card["validation"]["psnr_out"])
 
 
 def test_train_writes_weights_with_card(images, tmp_path, tiny_recipes):

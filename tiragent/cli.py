@@ -110,8 +110,9 @@ def cmd_tools_train(args: argparse.Namespace) -> int:
 def cmd_tools_recipes(args: argparse.Namespace) -> int:
     from tiragent.server.recipes import RECIPES
 
+    key_width, arch_width = (max(len(getattr(r, a)) for r in RECIPES.values()) for a in ("key", "arch"))
     for recipe in RECIPES.values():
-        print(f"{recipe.key:24s} {recipe.arch:8s} {recipe.description}")
+        print(f"{recipe.key:{key_width}s}  {recipe.arch:{arch_width}s}  {recipe.description}")
     return 0
 
 

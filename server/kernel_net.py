@@ -1,0 +1,98 @@
+"""``motionkernel``: a learned motion-blur kernel estimator in front of Wiener deconvolution.
+
+Blind deconvolution succeeds or fails with its kernel: on McMaster, Wiener deconvolution
+with the true kernel reaches about 40 dB where the structure-tensor estimate of the blur
+axis (the classical tool) reaches 31, because textures with a dominant orientation pull the
+axis estimate off by 5-20 degrees. The network estimates what is hard to estimate by hand,
+the blur axis. Along that axis, the trail's direction and length are chosen as the
+classical tool chooses them, by the sparsity of the deconvolved gradients (with the true
+axis this reaches 39.4 dB on McMaster).
+
+The estimator is a small fully convolutional network on the image's normalised gradients,
+so it reads any view size: every location votes for the axis with an unnormalised
+``(cos 2a, sin 2a)`` vector, and the votes are averaged and normalised, as a structure
+tensor pools gradients; flat regions vote near zero.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tiragent.server.deconvolution import analysis_view, choose_kernel, motion_candidates, wiener_deconvolve
+
+
+@dataclass(frozen=True)
+class MotionKernelNetConfig:
+    width: int = field(default=32, metadata={"help": "Channels at full resolution (twice as many at half resolution)."})
+    view: int = field(default=384, metadata={"help": "Side of the central crop the estimate and the kernel choice look at (the blur is uniform over the frame)."})
+    nsr: float = field(default=0.005, metadata={"help": "Noise-to-signal ratio of the Wiener deconvolution."})
+    sigmas: tuple[float, ...] = field(default=(2, 3, 4, 5, 6, 8, 10), metadata={"help": "Trail length scales (pixels) that the sparsity choice tries along the estimated axis."})
+
+    scale = 1
+    multiple_of = 1
+    tile_size = None  # one kernel for the whole frame
+    supports_half = False
+
+
+def normalised_gradients(x: torch.Tensor) -> torch.Tensor:
+    """Horizontal and vertical differences of the grey image, divided by their RMS over the image.
+
+    Blur lives in the gradients, whose scale (about 0.01) is small against the intensities a
+    convolution's bias would otherwise compare them with (the network did not learn from the
+    raw image); normalising also makes the estimate independent of contrast.
+    """
+    g = x.mean(dim=1, keepdim=True)
+    grad = torch.cat([F.pad(g[..., :, 1:] - g[..., :, :-1], (0, 1)), F.pad(g[..., 1:, :] - g[..., :-1, :], (0, 0, 0, 1))], dim=1)
+    return grad / (grad.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt() + 1e-4)
+
+
+class MotionKernelNet(nn.Module):
+    """Estimates the motion-blur axis, chooses the kernel along it, and deconvolves with it."""
+
+    def __init__(self, config: MotionKernelNetConfig) -> None:
+        super().__init__()
+        self.config = config
+        w = config.width
+        self.features = nn.Sequential(
+            nn.Conv2d(2, w, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(w, w, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(w, 2 * w, 3, stride=2, padding=1), nn.ReLU(inplace=True), nn.Conv2d(2 * w, 2 * w, 3, padding=1), nn.ReLU(inplace=True),
+        )
+        self.head = nn.Conv2d(2 * w, 2, 1)
+
+    def estimate(self, x: torch.Tensor) -> torch.Tensor:
+        """Per image the unit vector ``(cos 2a, sin 2a)`` of the blur axis a."""
+        votes = self.head(self.features(normalised_gradients(x)))
+        return F.normalize(votes.mean(dim=(2, 3)), dim=1, eps=1e-6)
+
+    def axes(self, x: torch.Tensor) -> list[float]:
+        """Per image the blur axis in degrees in (-90, 90], from the central view."""
+        h, w = x.shape[-2:]
+        v = self.config.view
+        top, left = max(0, (h - v) // 2), max(0, (w - v) // 2)
+        est = self.estimate(x[..., top : top + v, left : left + v].float())
+        return [math.degrees(math.atan2(float(s), float(c))) / 2 for c, s in est]
+
+    def deblur(self, image: np.ndarray, axis: float) -> np.ndarray:
+        c = self.config
+        candidates = motion_candidates([axis, axis + 180.0], list(c.sigmas))
+        kernel = choose_kernel(analysis_view(image, c.view), candidates, nsr=c.nsr)
+        return wiener_deconvolve(image, kernel, c.nsr)
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        images = x.float().permute(0, 2, 3, 1).cpu().numpy()
+        out = [self.deblur(np.ascontiguousarray(img), axis) for img, axis in zip(images, self.axes(x))]
+        return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).to(x)
+
+    def training_loss(self, degraded: torch.Tensor, clean: torch.Tensor, params: list[dict[str, Any]]) -> torch.Tensor:
+        """1 - cos(2 x axis error), against the angle the degradation used."""
+        angle = torch.tensor([math.radians(2 * p["angle"]) for p in params], device=degraded.device)
+        est = self.estimate(degraded)
+        return 1 - (est[:, 0] * torch.cos(angle) + est[:, 1] * torch.sin(angle)).mean()

@@ -1,0 +1,106 @@
+"""The networks that estimate a physical model and invert it: the motion-kernel estimator and the whole-frame dehazer."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from tiragent.eval.degradations import guided_filter as guided_filter_numpy
+from tiragent.eval.degradations import haze, motion_blur
+from tiragent.server.haze_net import guided_filter
+from tiragent.server.kernel_net import normalised_gradients
+from tiragent.server.nets import build_net, descriptor
+from tiragent.server.tool_training import psnr
+
+
+def as_tensor(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
+
+
+def as_image(x: torch.Tensor) -> np.ndarray:
+    return x[0].permute(1, 2, 0).numpy()
+
+
+def test_both_run_on_whole_frames_in_full_precision():
+    for arch in ("motionkernel", "hazenet"):
+        d = descriptor(build_net(arch).config)
+        assert d.tile_size is None and not d.supports_half and d.scale == 1
+
+
+def test_gradients_are_contrast_normalised(astronaut):
+    x = as_tensor(astronaut)
+    assert torch.allclose(normalised_gradients(x), normalised_gradients(0.3 * x + 0.2), rtol=1e-2, atol=1e-2)
+    assert normalised_gradients(x).pow(2).mean().item() == pytest.approx(1.0, rel=1e-2)
+
+
+@pytest.mark.parametrize("angle", [20.0, -65.0])
+def test_kernel_net_deblurs_along_its_axis_and_finds_the_trail_direction(astronaut, angle, monkeypatch):
+    """Given the true axis (the estimator's job), the sparsity choice finds direction and length."""
+    blurred, _ = motion_blur(astronaut, np.random.default_rng(0), radius=10, sigma=3.0, angle=angle)
+    net = build_net("motionkernel", width=4, view=128)
+    monkeypatch.setattr(net, "axes", lambda x: [angle if angle <= 90 else angle - 180])
+    restored = as_image(net(as_tensor(blurred)))
+    assert psnr(restored, astronaut) > psnr(blurred, astronaut) + 8
+    monkeypatch.setattr(net, "axes", lambda x: [angle + 45])  # a wrong axis does far worse
+    assert psnr(as_image(net(as_tensor(blurred))), astronaut) < psnr(restored, astronaut) - 5
+
+
+def test_kernel_net_axis_is_read_from_its_vote(monkeypatch):
+    net = build_net("motionkernel", width=4)
+    a = math.radians(2 * 30.0)
+    monkeypatch.setattr(net, "estimate", lambda x: torch.tensor([[math.cos(a), math.sin(a)]] * len(x)))
+    assert net.axes(torch.rand(2, 3, 40, 40)) == pytest.approx([30.0, 30.0])
+    degraded = torch.rand(1, 3, 40, 40)
+    assert net.training_loss(degraded, degraded, [{"angle": 30.0}]).item() == pytest.approx(0.0, abs=1e-6)
+    assert net.training_loss(degraded, degraded, [{"angle": -60.0}]).item() == pytest.approx(2.0)  # the perpendicular axis
+
+
+def test_kernel_net_learns_the_axis_of_a_batch():
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    texture = np.repeat(rng.random((48, 48, 1), dtype=np.float32), 3, axis=2)
+    params = [{"angle": a, "sigma": 3.0, "radius": 10} for a in (0.0, 45.0, 90.0, -45.0)]
+    degraded = torch.cat([as_tensor(motion_blur(texture, rng, **p)[0]) for p in params])
+    net = build_net("motionkernel", width=8)
+    optimizer = torch.optim.Adam(net.parameters(), 3e-3)
+    before = net.training_loss(degraded, degraded, params).item()
+    for _ in range(60):
+        loss = net.training_loss(degraded, degraded, params)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < min(0.2, before / 3)
+
+
+def test_guided_filter_matches_the_numpy_one_away_from_the_border(astronaut):
+    gray = astronaut.mean(axis=2).astype(np.float32)
+    src = np.random.default_rng(0).random(gray.shape, dtype=np.float32)
+    expected = guided_filter_numpy(gray, src, radius=4, eps=1e-3)
+    got = guided_filter(torch.from_numpy(gray)[None, None], torch.from_numpy(src)[None, None], radius=4, eps=1e-3)[0, 0].numpy()
+    assert np.abs(got - expected)[10:-10, 10:-10].max() < 1e-4
+
+
+def test_haze_net_inverts_the_scattering_model_given_its_estimate(astronaut, monkeypatch):
+    """J = (I - A) / t + A: with the synthesis's own transmission and airlight, the haze comes off."""
+    from tiragent.eval.degradations import estimate_depth
+
+    hazy, params = haze(astronaut, np.random.default_rng(0), airlight=0.9, beta=1.2)
+    t = torch.from_numpy(np.exp(-1.2 * estimate_depth(astronaut)))[None, None]
+    net = build_net("hazenet", width=4, size=32)
+    monkeypatch.setattr(net, "estimate", lambda x: (t, torch.full((1, 3, 1, 1), 0.9)))
+    assert psnr(as_image(net(as_tensor(hazy))), astronaut) > 45 > psnr(hazy, astronaut) + 25
+
+
+def test_haze_net_estimate_is_physical_at_any_size():
+    net = build_net("hazenet", width=4, size=32, t_min=0.2)
+    for h, w in ((50, 70), (128, 128)):
+        with torch.no_grad():
+            t, airlight = net.estimate(torch.rand(2, 3, h, w))
+        assert t.shape == (2, 1, h, w) and airlight.shape == (2, 3, 1, 1)
+        assert float(t.min()) >= 0.2 and float(t.max()) <= 1.0 and 0 < float(airlight.min()) <= float(airlight.max()) < 1
+    with torch.no_grad():
+        y = net(torch.rand(1, 3, 50, 70))
+    assert y.shape == (1, 3, 50, 70) and 0 <= float(y.min()) and float(y.max()) <= 1
