@@ -46,6 +46,7 @@ weights: install
 	$(TRAIN) --task defocus_deblur --steps 4193 --weights server/weights/defocus_deblur_unet.safetensors
 	$(TRAIN) --task motion_deblur --steps 4399 --weights server/weights/motion_deblur_unet.safetensors
 	$(TRAIN) --task motion_deblur --steps 8000 --resume --weights server/weights/motion_deblur_unet.safetensors
+	$(TRAIN) --task motion_deblur --recipe kernel_wiener --steps 6000 --weights server/weights/motion_deblur_kernel_wiener.safetensors
 	$(TRAIN) --task denoise --steps 5265 --weights server/weights/denoise_unet.safetensors
 	$(TRAIN) --task denoise --steps 12000 --resume --weights server/weights/denoise_unet.safetensors
 	$(TRAIN) --task denoise --steps 20000 --resume --weights server/weights/denoise_unet.safetensors

@@ -20,6 +20,7 @@ SHIPPED: dict[str, Cost] = {
     # file stem (= "<task>_<name>") -> cost of one 512x512 call on a 2-core CPU
     "denoise_unet": Cost.MEDIUM,
     "motion_deblur_unet": Cost.MEDIUM,
+    "motion_deblur_kernel_wiener": Cost.MEDIUM,
     "defocus_deblur_unet": Cost.MEDIUM,
     "derain_unet": Cost.MEDIUM,
     "dehaze_unet": Cost.MEDIUM,
