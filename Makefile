@@ -52,6 +52,7 @@ weights: install
 	$(TRAIN) --task denoise --steps 20000 --resume --weights server/weights/denoise_unet.safetensors
 	$(TRAIN) --task derain --steps 2813 --weights server/weights/derain_unet.safetensors
 	$(TRAIN) --task dehaze --steps 3005 --weights server/weights/dehaze_unet.safetensors
+	$(TRAIN) --task dehaze --recipe hazenet --steps 3500 --weights server/weights/dehaze_hazenet.safetensors
 	$(TRAIN) --task lowlight --steps 2926 --weights server/weights/lowlight_unet.safetensors
 	$(TRAIN) --task sr --recipe srnet_x2 --steps 2584 --weights server/weights/sr_srnet_x2.safetensors
 

@@ -4,7 +4,8 @@ Haze is a property of the scene, not of a patch: its density follows the depth o
 whole frame (usually growing towards the top) and the airlight is one colour for the whole
 image. A network that restores 128-pixel crops sees neither, which is why the patch UNet
 loses to the dark channel prior. This one looks at the whole frame at a fixed low
-resolution, with the pixel coordinates as two extra input channels, predicts a transmission
+resolution, with the pixel coordinates and the dark channel (He et al.'s haze cue: the
+local minimum over colours and a small window) as extra input channels, predicts a transmission
 map and one airlight colour, and recovers ``J = (I - A) / t + A`` at full resolution after
 refining the upsampled transmission with a guided filter (He et al.) so that its edges
 follow the image's.
@@ -59,7 +60,7 @@ class HazeNet(nn.Module):
         self.config = config
         w = config.width
         widths = [w, 2 * w, 4 * w, 4 * w, 4 * w]
-        self.encoders = nn.ModuleList([_stage(5, widths[0], 1), *(_stage(a, b, 2) for a, b in zip(widths, widths[1:]))])
+        self.encoders = nn.ModuleList([_stage(6, widths[0], 1), *(_stage(a, b, 2) for a, b in zip(widths, widths[1:]))])
         self.context = nn.Sequential(nn.Linear(widths[-1], widths[-1]), nn.ReLU(inplace=True))
         self.airlight = nn.Linear(widths[-1], 3)
         self.decoders = nn.ModuleList(_stage(a + b, b, 1) for a, b in zip(widths[:0:-1], widths[-2:0:-1]))
@@ -75,7 +76,8 @@ class HazeNet(nn.Module):
         s = self.config.size
         small = F.interpolate(x, size=(s, s), mode="area") if (h, w) != (s, s) else x
         ys, xs = torch.meshgrid(torch.linspace(0, 1, s, device=x.device), torch.linspace(0, 1, s, device=x.device), indexing="ij")
-        y = torch.cat([small - 0.5, ys.expand(b, 1, s, s) - 0.5, xs.expand(b, 1, s, s) - 0.5], dim=1)
+        dark = -F.max_pool2d(-small.amin(dim=1, keepdim=True), 5, stride=1, padding=2)
+        y = torch.cat([small - 0.5, dark - 0.5, ys.expand(b, 1, s, s) - 0.5, xs.expand(b, 1, s, s) - 0.5], dim=1)
         skips = []
         for encoder in self.encoders:
             y = encoder(y)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from tiragent.errors import ParameterError
@@ -34,6 +35,14 @@ def _wide_motion(rng: np.random.Generator) -> Params:
     return {"radius": math.ceil(2.5 * sigma), "sigma": sigma, "angle": float(rng.uniform(-180, 180))}
 
 
+def _jitter_colour(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    # CBSD68 is mostly muted outdoor scenes; saturation and brightness jitter covers vivid close-ups as well.
+    hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)
+    hsv[..., 1] = np.clip(hsv[..., 1] * rng.uniform(0.6, 1.8), 0, 1)
+    hsv[..., 2] = np.clip(hsv[..., 2] * rng.uniform(0.7, 1.1), 0, 1)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+
+
 @dataclass(frozen=True)
 class Recipe:
     """How to train one learned tool: which degradation it undoes and which network it uses."""
@@ -49,6 +58,8 @@ class Recipe:
     patch_size: int = 128
     whole_image: bool = False
     """Degrade whole images, then crop: for degradations that depend on the whole frame (haze's depth map)."""
+    augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None
+    """Applied to each clean image, crop or frame before it is degraded (the target is the augmented image)."""
     whole_frames: bool = False
     """Train on whole frames instead of crops: views of 60-100% of the image, resized to the patch size and degraded as photos of their own (for networks that need the whole frame)."""
 
@@ -92,6 +103,7 @@ RECIPES: dict[str, Recipe] = {
             "Dehazing that sees the whole frame: a CNN estimates the transmission map and the airlight colour, and the scattering model is inverted at full resolution.",
             whole_frames=True,
             patch_size=192,
+            augment=_jitter_colour,
         ),
         Recipe("unet", Task.DEJPEG, "jpeg", "resunet", UNET, "JPEG artifact removal for quality 10-29 (residual UNet); also restores subsampled chroma."),
         Recipe("unet", Task.LOWLIGHT, "dark", "resunet", UNET, "Low-light enhancement (residual UNet, trained on brightness shift, gamma and peak rescaling)."),

@@ -60,11 +60,14 @@ class PairSampler:
         y, x = int(rng.integers(0, h - p - 2 * m + 1)), int(rng.integers(0, w - p - 2 * m + 1))
         flip = rng.random() < 0.5
         if self.recipe.whole_image:
+            image = self.recipe.augment(image, rng) if self.recipe.augment is not None else image
             degraded, params = self.fn(image, rng, **self.recipe.params(rng))
             a, b = (np.ascontiguousarray(a[y + m : y + m + p, x + m : x + m + p][:, ::-1 if flip else 1]) for a in (degraded, image))
             return a, b, params
         crop = image[y : y + p + 2 * m, x : x + p + 2 * m]
         crop = np.ascontiguousarray(crop[:, ::-1] if flip else crop)
+        if self.recipe.augment is not None:
+            crop = self.recipe.augment(crop, rng)
         degraded, params = self.fn(crop, rng, **self.recipe.params(rng))
         return degraded[m // s : (m + p) // s, m // s : (m + p) // s], crop[m : m + p, m : m + p], params
 
@@ -77,6 +80,8 @@ class PairSampler:
         f = self.patch
         view = cv2.resize(image[y : y + ch, x : x + cw], (f, f), interpolation=cv2.INTER_AREA)
         clean = np.ascontiguousarray(view[:, ::-1] if rng.random() < 0.5 else view)
+        if self.recipe.augment is not None:
+            clean = self.recipe.augment(clean, rng)
         degraded, params = self.fn(clean, rng, **self.recipe.params(rng))
         return degraded, clean, params
 

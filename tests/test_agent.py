@@ -37,7 +37,7 @@ async def session(tmp_path):
 async def test_action_space_is_read_from_the_server(session):
     space = await session.action_space()
     assert set(space.tasks) == {"denoise", "motion_deblur", "defocus_deblur", "derain", "dehaze", "dejpeg", "sr", "lowlight"}
-    assert "bm3d" in space.models["denoise"] and space.defaults["dehaze"] == "cap"
+    assert "bm3d" in space.models["denoise"] and space.defaults["dehaze"] == "hazenet"
     with pytest.raises(TirAgentError, match="task 'dehaze' has no model 'magic'"):
         space.check(Action("dehaze", "magic"))
 

@@ -62,7 +62,7 @@ async def test_template_renders_tool_calls_and_they_parse_back(checkpoint, sessi
 async def test_parse_reply_errors_name_the_problem(session):
     space = await session.action_space()
     assert isinstance(parse_reply("I think it is clean. STOP", space), Stop)
-    assert parse_reply('<tool_call>{"name": "dehaze", "arguments": {}}</tool_call>', space) == Action("dehaze", "cap", {})
+    assert parse_reply('<tool_call>{"name": "dehaze", "arguments": {}}</tool_call>', space) == Action("dehaze", "hazenet", {})
     for reply, problem in [
         ("hello", "no <tool_call>"),
         ("<tool_call>{not json}</tool_call>", "not valid JSON"),

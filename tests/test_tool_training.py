@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -72,6 +73,14 @@ def test_whole_frames_are_views_of_the_image_degraded_as_photos(astronaut):
     # haze depends on the frame's own layout: the top of every frame is hazier than its bottom
     top, bottom = ((degraded - clean)[..., rows, :].abs().mean() for rows in (slice(0, 8), slice(-8, None)))
     assert top > 2 * bottom
+
+
+def test_augmentation_changes_the_clean_target(astronaut):
+    recipe = RECIPES["dehaze.hazenet"]
+    plain = dataclasses.replace(recipe, augment=None)
+    _, jittered, _ = PairSampler([astronaut], recipe, 48, seed=0).batch(0, 4)
+    _, untouched, _ = PairSampler([astronaut], plain, 48, seed=0).batch(0, 4)
+    assert recipe.augment is not None and float((jittered - untouched).abs().mean()) > 0.01
 
 
 @pytest.mark.parametrize("key", ["motion_deblur.kernel_wiener", "dehaze.hazenet"])

@@ -24,6 +24,7 @@ SHIPPED: dict[str, Cost] = {
     "defocus_deblur_unet": Cost.MEDIUM,
     "derain_unet": Cost.MEDIUM,
     "dehaze_unet": Cost.MEDIUM,
+    "dehaze_hazenet": Cost.MEDIUM,
     "dejpeg_unet": Cost.MEDIUM,
     "lowlight_unet": Cost.MEDIUM,
     "sr_srnet_x4": Cost.LOW,
