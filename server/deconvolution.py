@@ -62,11 +62,15 @@ def choose_kernel(image: np.ndarray, candidates: list[tuple[float, np.ndarray]],
     return candidates[int(np.argmin(scores))][1]
 
 
-def analysis_view(image: np.ndarray, limit: int = 384) -> np.ndarray:
-    """A central crop for kernel estimation: cheaper, and blur is spatially uniform here."""
-    h, w = image.shape[:2]
+def central_window(h: int, w: int, limit: int) -> tuple[slice, slice]:
+    """Rows and columns of the central crop of at most ``limit`` x ``limit`` pixels."""
     top, left = max(0, (h - limit) // 2), max(0, (w - limit) // 2)
-    return image[top : top + limit, left : left + limit]
+    return slice(top, top + limit), slice(left, left + limit)
+
+
+def analysis_view(image: np.ndarray, limit: int = 384) -> np.ndarray:
+    """A central crop (of an HxWxC array) for kernel estimation: cheaper, and blur is spatially uniform here."""
+    return image[central_window(*image.shape[:2], limit)]
 
 
 def motion_candidates(angles: list[float], sigmas: list[float]) -> list[tuple[float, np.ndarray]]:

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tiragent.server.deconvolution import analysis_view, choose_kernel, motion_candidates, wiener_deconvolve
+from tiragent.server.deconvolution import analysis_view, central_window, choose_kernel, motion_candidates, wiener_deconvolve
 
 
 @dataclass(frozen=True)
@@ -71,12 +71,11 @@ class MotionKernelNet(nn.Module):
         votes = self.head(self.features(normalised_gradients(x)))
         return F.normalize(votes.mean(dim=(2, 3)), dim=1, eps=1e-6)
 
+    @torch.no_grad()
     def axes(self, x: torch.Tensor) -> list[float]:
         """Per image the blur axis in degrees in (-90, 90], from the central view."""
-        h, w = x.shape[-2:]
-        v = self.config.view
-        top, left = max(0, (h - v) // 2), max(0, (w - v) // 2)
-        est = self.estimate(x[..., top : top + v, left : left + v].float())
+        rows, cols = central_window(*x.shape[-2:], self.config.view)
+        est = self.estimate(x[..., rows, cols].float())
         return [math.degrees(math.atan2(float(s), float(c))) / 2 for c, s in est]
 
     def deblur(self, image: np.ndarray, axis: float) -> np.ndarray:

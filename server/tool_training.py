@@ -53,22 +53,18 @@ class PairSampler:
     def pair(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, Params]:
         """A degraded crop, its clean crop, and the degradation's parameters."""
         image = self.images[int(rng.integers(len(self.images)))]
-        m, p, s = self.MARGIN, self.patch, self.recipe.scale
-        h, w = image.shape[:2]
         if self.recipe.whole_frames:
             return self.frame(image, rng)
+        m, p, s = self.MARGIN, self.patch, self.recipe.scale
+        h, w = image.shape[:2]
         y, x = int(rng.integers(0, h - p - 2 * m + 1)), int(rng.integers(0, w - p - 2 * m + 1))
         flip = rng.random() < 0.5
         if self.recipe.whole_image:
-            image = self.recipe.augment(image, rng) if self.recipe.augment is not None else image
-            degraded, params = self.fn(image, rng, **self.recipe.params(rng))
+            image, degraded, params = self._degrade(image, rng)
             a, b = (np.ascontiguousarray(a[y + m : y + m + p, x + m : x + m + p][:, ::-1 if flip else 1]) for a in (degraded, image))
             return a, b, params
         crop = image[y : y + p + 2 * m, x : x + p + 2 * m]
-        crop = np.ascontiguousarray(crop[:, ::-1] if flip else crop)
-        if self.recipe.augment is not None:
-            crop = self.recipe.augment(crop, rng)
-        degraded, params = self.fn(crop, rng, **self.recipe.params(rng))
+        crop, degraded, params = self._degrade(np.ascontiguousarray(crop[:, ::-1] if flip else crop), rng)
         return degraded[m // s : (m + p) // s, m // s : (m + p) // s], crop[m : m + p, m : m + p], params
 
     def frame(self, image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, Params]:
@@ -79,11 +75,15 @@ class PairSampler:
         y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
         f = self.patch
         view = cv2.resize(image[y : y + ch, x : x + cw], (f, f), interpolation=cv2.INTER_AREA)
-        clean = np.ascontiguousarray(view[:, ::-1] if rng.random() < 0.5 else view)
+        clean, degraded, params = self._degrade(np.ascontiguousarray(view[:, ::-1] if rng.random() < 0.5 else view), rng)
+        return degraded, clean, params
+
+    def _degrade(self, clean: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, Params]:
+        """The recipe's augmentation of the clean image (if any), then its degradation: (clean, degraded, parameters)."""
         if self.recipe.augment is not None:
             clean = self.recipe.augment(clean, rng)
         degraded, params = self.fn(clean, rng, **self.recipe.params(rng))
-        return degraded, clean, params
+        return clean, degraded, params
 
     def batch(self, step: int, size: int) -> tuple[torch.Tensor, torch.Tensor, list[Params]]:
         rng = np.random.default_rng([self.seed, step])
