@@ -6,9 +6,10 @@ config) plus its weights file in ``weights/``, listed in ``tools/learned.py``.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -113,16 +114,35 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
-def get_recipe(task: str, name: str | None = None) -> Recipe:
+def get_recipe(task: str, name: str | None = None, arch: str | None = None) -> Recipe:
+    """The task's recipe by name, or its first recipe using architecture ``arch``, or its first."""
     if task not in Task._value2member_map_:
         raise ParameterError(f"unknown task {task!r}; tasks: {', '.join(t.value for t in Task)}")
     choices = [r for r in RECIPES.values() if r.task == task]
+    if arch is not None:
+        listing = ", ".join(f"{r.name} ({r.arch})" for r in choices)
+        choices = [r for r in choices if r.arch == arch]
+        if not choices:
+            raise ParameterError(f"task {task!r} has no recipe with architecture {arch!r}; recipes: {listing}")
     if name is None:
         return choices[0]
     for recipe in choices:
         if recipe.name == name:
             return recipe
-    raise ParameterError(f"task {task!r} has no recipe {name!r}; recipes: {', '.join(r.name for r in choices)}")
+    raise ParameterError(f"task {task!r} has no recipe {name!r}{f' with architecture {arch!r}' if arch else ''}; recipes: {', '.join(r.name for r in choices)}")
+
+
+def with_config(recipe: Recipe, overrides: str | None) -> Recipe:
+    """The recipe with some of its architecture's options replaced (``--net-config``, a JSON object)."""
+    if not overrides:
+        return recipe
+    try:
+        changes = json.loads(overrides)
+    except json.JSONDecodeError as err:
+        raise ParameterError(f"--net-config must be a JSON object such as '{{\"width\": 64}}' ({err})") from None
+    if not isinstance(changes, dict):
+        raise ParameterError(f"--net-config must be a JSON object such as '{{\"width\": 64}}', not {overrides!r}")
+    return replace(recipe, config={**recipe.config, **changes})
 
 
 @dataclass
@@ -132,12 +152,18 @@ class ToolTrainConfig:
     task: str = field(metadata={"help": "The task the tool restores (denoise, motion_deblur, ..., sr, lowlight)."})
     data: Path = field(metadata={"help": "Folder of clean training images."})
     recipe: str | None = field(default=None, metadata={"help": "Which of the task's recipes (default: the first; see `tools recipes`)."})
+    arch: str | None = field(default=None, metadata={"help": "Architecture: the task's recipe that uses it (resunet, srnet, motionkernel, hazenet)."})
+    net_config: str | None = field(
+        default=None, metadata={"help": "JSON object of architecture options that replace the recipe's, e.g. '{\"width\": 64, \"blocks\": [2, 2, 2]}'."}
+    )
+    init: Path | None = field(default=None, metadata={"help": "Start from the weights of this safetensors file (same architecture and options): fine-tuning."})
     out: Path = field(default=Path("runs/tools"), metadata={"help": "Run folder: checkpoints go to OUT/TASK.RECIPE/."})
     weights: Path | None = field(default=None, metadata={"help": "Where to write the final safetensors (default: the run folder)."})
     eval_data: Path | None = field(default=None, metadata={"help": "Folder of clean images for the final evaluation (never trained on)."})
     minutes: float | None = field(default=10.0, metadata={"help": "Training time; fixes the step count from the speed of the first steps."})
     steps: int | None = field(default=None, metadata={"help": "Number of steps (overrides --minutes; reproduces a run exactly)."})
     batch_size: int = field(default=8, metadata={"help": "Crops per step."})
+    workers: int = field(default=0, metadata={"help": "Processes that prepare batches ahead of the training steps (0: in the training process); batches stay the same."})
     patch_size: int | None = field(default=None, metadata={"help": "Side of the clean crops (default: the recipe's)."})
     lr: float = field(default=1e-3, metadata={"help": "Peak learning rate (AdamW; warm-up, then cosine to 1%)."})
     seed: int = field(default=0, metadata={"help": "Seed of the weights and of every batch."})

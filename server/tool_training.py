@@ -9,9 +9,11 @@ steps; the weights file records it so that ``--steps`` reproduces the run.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -25,8 +27,8 @@ from tqdm.auto import tqdm
 from tiragent.errors import ParameterError
 from tiragent.eval.degradations import DEGRADATIONS, Params
 from tiragent.images import list_images, read_image
-from tiragent.server.nets import build_net, count_parameters, save_net
-from tiragent.server.recipes import Recipe, ToolTrainConfig, get_recipe
+from tiragent.server.nets import build_net, count_parameters, load_net, net_arch, read_info, save_net
+from tiragent.server.recipes import Recipe, ToolTrainConfig, get_recipe, with_config
 
 
 def psnr(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:
@@ -92,6 +94,44 @@ class PairSampler:
         return to_tensor([p[0] for p in pairs]), to_tensor([p[1] for p in pairs]), [p[2] for p in pairs]
 
 
+Batch = tuple[torch.Tensor, torch.Tensor, list[Params]]
+
+
+class _StepBatches(torch.utils.data.Dataset):
+    """Item ``step`` is the sampler's batch for that step, so worker processes make exactly the batches the training loop would."""
+
+    def __init__(self, sampler: PairSampler, size: int) -> None:
+        self.sampler, self.size = sampler, size
+
+    def __getitem__(self, step: int) -> Batch:
+        return self.sampler.batch(step, self.size)
+
+
+def _as_is(batch: Batch) -> Batch:
+    return batch
+
+
+def _single_threaded_worker(_: int) -> None:
+    cv2.setNumThreads(1)  # one OpenCV thread per worker process; they run side by side
+
+
+def batch_stream(sampler: PairSampler, start: int, size: int, workers: int = 0, pin_memory: bool = False) -> Iterator[Batch]:
+    """The batches of steps ``start, start + 1, ...``: made in the calling process, or ahead of time by ``workers`` processes."""
+    if workers <= 0:
+        return (sampler.batch(step, size) for step in itertools.count(start))
+    loader = torch.utils.data.DataLoader(
+        _StepBatches(sampler, size),
+        batch_size=None,
+        sampler=itertools.count(start),  # type: ignore[arg-type]
+        num_workers=workers,
+        collate_fn=_as_is,
+        prefetch_factor=4,
+        pin_memory=pin_memory,
+        worker_init_fn=_single_threaded_worker,
+    )
+    return iter(loader)
+
+
 def degrade_for_eval(image: np.ndarray, recipe: Recipe, seed: int) -> np.ndarray:
     """One fixed degradation of a whole image (the protocol's ranges, the recipe's fixed parameters)."""
     degraded, _ = DEGRADATIONS[recipe.degradation].fn(image, np.random.default_rng(seed), **recipe.fixed)
@@ -154,6 +194,14 @@ def _lr_at(step: int, schedule: list[int], peak: float) -> float:
     return peak * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
+def start_from(net: torch.nn.Module, path: Path) -> None:
+    """Load a weights file's parameters into ``net`` (``--init``); raises ParameterError if its network differs."""
+    info = read_info(path)
+    if info.arch != net_arch(net) or info.config != net.config:
+        raise ParameterError(f"--init: {path} holds a {info.arch} {info.config}, not the {net_arch(net)} {net.config} this run trains (see --net-config)")
+    net.load_state_dict(load_net(path).state_dict())
+
+
 def _resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -175,7 +223,7 @@ def train_tool(config: ToolTrainConfig, progress: bool = True, stop_at: int | No
     ``stop_at`` ends the run early after that step with a checkpoint and no weights (returns
     None), as Ctrl-C does; ``resume`` continues it.
     """
-    recipe = get_recipe(config.task, config.recipe)
+    recipe = with_config(get_recipe(config.task, config.recipe, config.arch), config.net_config)
     device = _resolve_device(config.device)
     if config.steps is None and config.minutes is None:
         raise ParameterError("give --minutes or --steps")
@@ -187,7 +235,10 @@ def train_tool(config: ToolTrainConfig, progress: bool = True, stop_at: int | No
     sampler = PairSampler(train_images, recipe, config.patch_size or recipe.patch_size, config.seed)
 
     torch.manual_seed(config.seed)
-    net = build_net(recipe.arch, **recipe.config).to(device)
+    net = build_net(recipe.arch, **recipe.config)
+    if config.init is not None and not config.resume:
+        start_from(net, Path(config.init))
+    net = net.to(device)
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=0.0)
     run_dir = Path(config.out) / recipe.key
     checkpoint_path = run_dir / "last.pt"
@@ -201,16 +252,19 @@ def train_tool(config: ToolTrainConfig, progress: bool = True, stop_at: int | No
         state = torch.load(checkpoint_path, map_location=device, weights_only=False)
         if state["recipe"] != recipe.key:
             raise ParameterError(f"--resume: {checkpoint_path} is a {state['recipe']} run, not {recipe.key}")
+        if state.get("config", recipe.config) != recipe.config:
+            raise ParameterError(f"--resume: {checkpoint_path} trained the architecture options {state['config']}, not {recipe.config} (see --net-config)")
         net.load_state_dict(state["net"])
         optimizer.load_state_dict(state["optimizer"])
-        step, elapsed, schedule = state["step"], state["elapsed"], state["schedule"]
+        # Checkpoints written before the schedule was recorded: their run ends where they stopped.
+        step, elapsed, schedule = state["step"], state["elapsed"], state.get("schedule") or [state["step"]]
         if config.steps is not None and config.steps > schedule[-1]:
             # Training longer than planned: the cosine schedule restarts over the new length (a warm restart).
             schedule = [*schedule, config.steps]
 
     def save_checkpoint() -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
-        state = {"recipe": recipe.key, "net": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "elapsed": elapsed, "schedule": schedule}
+        state = {"recipe": recipe.key, "config": recipe.config, "net": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "elapsed": elapsed, "schedule": schedule}
         torch.save(state, checkpoint_path.with_suffix(".tmp"))
         checkpoint_path.with_suffix(".tmp").replace(checkpoint_path)
 
@@ -219,6 +273,7 @@ def train_tool(config: ToolTrainConfig, progress: bool = True, stop_at: int | No
     bar = tqdm(total=schedule[-1] if schedule else None, initial=step, desc=recipe.key, unit="step", disable=not progress, dynamic_ncols=True)
     start, last_save, calibrate_from = time.monotonic(), time.monotonic(), None
     loss_ema = None
+    batches = batch_stream(sampler, step, config.batch_size, config.workers, pin_memory=device.startswith("cuda"))
     try:
         while (not schedule or step < schedule[-1]) and step != stop_at:
             if not schedule and step == 10:
@@ -231,9 +286,9 @@ def train_tool(config: ToolTrainConfig, progress: bool = True, stop_at: int | No
             lr = _lr_at(step, schedule, config.lr)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            degraded, clean, params = sampler.batch(step, config.batch_size)
+            degraded, clean, params = next(batches)
             with autocast:
-                loss = training_loss(net, degraded.to(device), clean.to(device), params)
+                loss = training_loss(net, degraded.to(device, non_blocking=True), clean.to(device, non_blocking=True), params)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
@@ -269,7 +324,7 @@ def train_tool(config: ToolTrainConfig, progress: bool = True, stop_at: int | No
         "schedule": schedule,
         "seconds": round(elapsed, 1),
         "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items() if k not in ("out", "weights", "resume", "device")}
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items() if k not in ("out", "weights", "resume", "device", "workers")}
         | {"steps": step, "minutes": None},
         "validation": evaluate_net(net, val_images, recipe, device),
     }

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from skimage import data
 
 from tiragent.cli import main
-from tiragent.errors import ParameterError
+from tiragent.errors import ParameterError, TirAgentError
 from tiragent.images import write_image
 from tiragent.server.nets import descriptor, read_info
 from tiragent.server.recipes import RECIPES, ToolTrainConfig, get_recipe
@@ -148,3 +148,61 @@ def test_learning_rate_schedule():
     assert _lr_at(999, [1000], 1e-3) == pytest.approx(1e-5, rel=0.05)
     assert _lr_at(1000, [1000, 2000], 1e-3) == pytest.approx(5e-4)
     assert _lr_at(1999, [1000, 2000], 1e-3) < 2e-5
+
+
+def test_worker_processes_make_the_same_batches(astronaut):
+    from tiragent.server.tool_training import batch_stream
+
+    sampler = PairSampler([astronaut], RECIPES["dejpeg.unet"], 48, seed=1)
+    made_ahead = batch_stream(sampler, 4, 2, workers=1)
+    for step in (4, 5, 6):
+        degraded, clean, params = next(made_ahead)
+        expected = sampler.batch(step, 2)
+        assert torch.equal(degraded, expected[0]) and torch.equal(clean, expected[1]) and params == expected[2]
+
+
+def test_workers_do_not_change_the_run(images, tmp_path, tiny_recipes):
+    inline = train_tool(config(images, tmp_path / "a", steps=3), progress=False)
+    ahead = train_tool(config(images, tmp_path / "b", steps=3, workers=2), progress=False)
+    assert inline["validation"] == ahead["validation"]
+
+
+def test_arch_picks_the_tasks_recipe():
+    assert get_recipe("motion_deblur", arch="motionkernel").name == "kernel_wiener"
+    assert get_recipe("motion_deblur", arch="resunet").name == "unet"
+    with pytest.raises(ParameterError, match="no recipe with architecture 'hazenet'.*kernel_wiener \\(motionkernel\\)"):
+        get_recipe("motion_deblur", arch="hazenet")
+
+
+def test_net_config_changes_the_architecture(images, tmp_path, tiny_recipes):
+    card = train_tool(config(images, tmp_path, net_config='{"width": 8}', steps=2), progress=False)
+    info = read_info(tmp_path / "runs" / "denoise.unet" / "denoise.unet.safetensors")
+    assert info.config.width == 8 and card["config"]["net_config"] == '{"width": 8}'
+    with pytest.raises(ParameterError, match="--resume: .*width"):
+        train_tool(config(images, tmp_path, resume=True, steps=4), progress=False)  # the recipe's own width is 4
+    with pytest.raises(ParameterError, match="JSON object"):
+        train_tool(config(images, tmp_path, net_config="width=8"), progress=False)
+    with pytest.raises(TirAgentError, match="no option depth"):
+        train_tool(config(images, tmp_path, net_config='{"depth": 3}'), progress=False)
+
+
+def test_init_fine_tunes_from_weights(images, tmp_path, tiny_recipes):
+    first = tmp_path / "first.safetensors"
+    train_tool(config(images, tmp_path / "a", weights=first), progress=False)
+    start = load_file(first)
+    tuned = train_tool(config(images, tmp_path / "b", init=first, steps=1, lr=1e-9), progress=False)
+    after = load_file(tmp_path / "b" / "runs" / "denoise.unet" / "denoise.unet.safetensors")
+    assert tuned["config"]["init"] == str(first)
+    assert all(torch.allclose(start[k].float(), after[k].float(), atol=1e-3) for k in start)  # a tiny step from the given weights
+    with pytest.raises(ParameterError, match="--init: .* not the resunet"):
+        train_tool(config(images, tmp_path / "c", init=first, net_config='{"width": 8}'), progress=False)
+
+
+def test_resume_reads_checkpoints_from_before_the_schedule(images, tmp_path, tiny_recipes):
+    train_tool(config(images, tmp_path), progress=False)
+    path = tmp_path / "runs" / "denoise.unet" / "last.pt"
+    state = torch.load(path, weights_only=False)
+    del state["schedule"], state["config"]
+    torch.save(state, path)
+    assert train_tool(config(images, tmp_path, resume=True, steps=8), progress=False)["schedule"] == [6, 8]
+

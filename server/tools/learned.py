@@ -34,13 +34,13 @@ SHIPPED: dict[str, Cost] = {
 log = logging.getLogger(__name__)
 
 
-def register_weights(path: Path, cost: Cost) -> str:
-    """Register one weights file as a tool named by its card; returns the tool key."""
+def register_weights(path: Path, cost: Cost, replace: bool = False) -> str:
+    """Register one weights file as a tool named by its card (``replace``: over a tool of that name); returns the tool key."""
     info = read_info(path)
     card = info.card
     task, name = card["tool"].split(".", 1)
     trained = f" Trained by tir-agent on {card.get('data', '?')} for {card.get('steps', '?')} steps; {card.get('parameters', 0) / 1e6:.1f} M parameters."
-    register_torch_tool(task, name, cost=cost, descriptor=descriptor(info.config), description=card.get("description", "") + trained)(
+    register_torch_tool(task, name, cost=cost, descriptor=descriptor(info.config), description=card.get("description", "") + trained, replace=replace)(
         lambda: load_net(path)
     )
     return f"{task}.{name}"
