@@ -128,6 +128,8 @@ def batch_stream(sampler: PairSampler, start: int, size: int, workers: int = 0, 
         prefetch_factor=4,
         pin_memory=pin_memory,
         worker_init_fn=_single_threaded_worker,
+        # Forked workers can inherit a lock that another thread held at the fork and hang; a fork server starts them clean.
+        multiprocessing_context="forkserver",
     )
     return iter(loader)
 
