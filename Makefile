@@ -37,11 +37,14 @@ bench: install
 # Retrains the shipped learned tools (server/weights/) on CBSD68 with the step counts their
 # cards record (read_info(path).card["schedule"]: one command per entry, the later ones with
 # --resume), evaluating on McMaster; hours on a 2-core CPU. The runs with --device cuda need a
-# GPU (the card records the one it ran on: an H200 for dejpeg).
+# GPU (the card records the one it ran on: an H200 for dejpeg). dejpeg's first stage ran at
+# commit feb4d45, when its recipe jittered colours without mixing them; the CPU fine-tune
+# after it trains with the mixing.
 DATA := ../shared/data/clean
 TRAIN := $(BIN)/tir-agent tools train --data $(DATA)/CBSD68 --eval-data $(DATA)/McMaster --out runs/tools
 weights: install
 	$(TRAIN) --task dejpeg --device cuda --batch-size 64 --workers 3 --steps 5275 --weights server/weights/dejpeg_unet.safetensors
+	$(TRAIN) --task dejpeg --init server/weights/dejpeg_unet.safetensors --steps 8442 --lr 5e-4 --weights server/weights/dejpeg_unet.safetensors
 	$(TRAIN) --task sr --recipe srnet_x4 --steps 8782 --weights server/weights/sr_srnet_x4.safetensors
 	$(TRAIN) --task defocus_deblur --steps 4193 --weights server/weights/defocus_deblur_unet.safetensors
 	$(TRAIN) --task motion_deblur --steps 4399 --weights server/weights/motion_deblur_unet.safetensors

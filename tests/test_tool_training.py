@@ -206,3 +206,12 @@ def test_resume_reads_checkpoints_from_before_the_schedule(images, tmp_path, tin
     torch.save(state, path)
     assert train_tool(config(images, tmp_path, resume=True, steps=8), progress=False)["schedule"] == [6, 8]
 
+
+
+def test_colour_mixing_gives_sharp_colour_edges(astronaut):
+    from tiragent.server.recipes import _mix_colours
+
+    grey = np.repeat(astronaut.mean(axis=2, keepdims=True), 3, axis=2)  # no colour at all
+    mixed = [_mix_colours(grey, np.random.default_rng(seed)) for seed in range(8)]
+    assert all(m.shape == grey.shape and m.dtype == np.float32 and 0 <= m.min() and m.max() <= 1 for m in mixed)
+    assert max(float(np.abs(m - m.mean(axis=2, keepdims=True)).mean()) for m in mixed) > 0.05  # channels now differ
