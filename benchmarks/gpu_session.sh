@@ -40,7 +40,7 @@ for log in /tmp/tir-logs/*.log; do
   echo "== $log"
   tr '\r' '\n' <"$log" | grep -v '^\s*$' | tail -n 40
 done >"$out/train_log.txt"
-cat "$out/train_log.txt" | grep -E '==|psnr_out|Error|error' | head -60
+grep -E '==|psnr_out|Error|error' "$out/train_log.txt" | head -60
 
 python3 benchmarks/gpu_tools.py --weights "$out" --device "$device" --images "${GPU_IMAGES:-6}" --callers 16 \
   --data "$data/McMaster" --name tools_gpu 2>&1 | tail -n 30

@@ -23,22 +23,19 @@ import numpy as np
 import torch
 
 from common import ROOT, SHARED_DATA, write_report
-from tiragent.eval.degradations import DEGRADATIONS, degrade
+from tiragent.eval.degradations import degradation_for, degrade
 from tiragent.images import list_images, read_image
 from tiragent.server.pool import ModelPool, PoolConfig
 from tiragent.server.registry import Cost, ToolSpec, list_tools
 from tiragent.server.tool_training import psnr
 from tiragent.server.tools.learned import register_weights
 
-DEGRADATION_FOR_TASK = {d.task: d.name for d in DEGRADATIONS.values()}
-
-
 def degradation_params(spec: ToolSpec) -> dict:
     return {"scale": spec.descriptor.scale} if spec.task == "sr" and spec.descriptor is not None else {}
 
 
 async def measure_tool(spec: ToolSpec, half: bool, cleans: list[np.ndarray], size: int, callers: int, device: str) -> dict:
-    name, params = DEGRADATION_FOR_TASK[spec.task], degradation_params(spec)
+    name, params = degradation_for(spec.task).name, degradation_params(spec)
     scale = params.get("scale", 1)
     async with ModelPool(PoolConfig(device=device, half_precision=half)) as pool:
         scores = []

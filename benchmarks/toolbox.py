@@ -22,14 +22,11 @@ import numpy as np
 from tqdm import tqdm
 
 from common import ROOT, SHARED_DATA, write_report
-from tiragent.eval.degradations import DEGRADATIONS, degrade
+from tiragent.eval.degradations import degradation_for, degrade
 from tiragent.eval.metrics import create_metric
 from tiragent.images import list_images, read_image
 from tiragent.server.pool import ModelPool, PoolConfig
 from tiragent.server.registry import ToolSpec, list_tools
-
-DEGRADATION_FOR_TASK = {d.task: d.name for d in DEGRADATIONS.values()}
-
 
 def settings(spec: ToolSpec) -> list[tuple[str, dict, dict]]:
     """(row label, degradation parameters, tool parameters) for each setting a tool is measured in."""
@@ -43,7 +40,8 @@ def settings(spec: ToolSpec) -> list[tuple[str, dict, dict]]:
 async def seconds_per_call(pool: ModelPool, spec: ToolSpec, size: int, repeats: int, degradation: dict, params: dict) -> float:
     rng = np.random.default_rng(0)
     clean = cv2.GaussianBlur(rng.random((size * degradation.get("scale", 1),) * 2 + (3,), dtype=np.float32), (0, 0), 2.0)
-    degraded, _ = degrade(clean, [DEGRADATION_FOR_TASK[spec.task]], seed=0, params={DEGRADATION_FOR_TASK[spec.task]: degradation})
+    name = degradation_for(spec.task).name
+    degraded, _ = degrade(clean, [name], seed=0, params={name: degradation})
     await pool.call(spec, degraded, params)  # warm-up (loads a model)
     times = []
     for _ in range(repeats):
@@ -59,7 +57,7 @@ async def measure(args: argparse.Namespace, cleans: list[np.ndarray]) -> list[di
     specs = [s for s in list_tools() if args.tasks is None or s.task in args.tasks.split(",")]
     async with ModelPool(PoolConfig(device=args.device)) as pool:
         for spec in tqdm(specs, desc="tools"):
-            name = DEGRADATION_FOR_TASK[spec.task]
+            name = degradation_for(spec.task).name
             for label, degradation, params in settings(spec):
                 before, after, before_ssim, after_ssim = [], [], [], []
                 for i, clean in enumerate(cleans):

@@ -53,6 +53,14 @@ def register_degradation(name: str, task: str) -> Callable[[DegradeFn], DegradeF
     return decorator
 
 
+def degradation_for(task: str) -> Degradation:
+    """The degradation that a restoration task undoes."""
+    for degradation in DEGRADATIONS.values():
+        if degradation.task == task:
+            return degradation
+    raise ToolNotFoundError(f"no degradation is undone by task {task!r}: {did_you_mean(str(task), sorted({d.task for d in DEGRADATIONS.values()}))}")
+
+
 def get_degradation(name: str) -> Degradation:
     key = ALIASES.get(name.strip().lower(), name.strip().lower())
     if key not in DEGRADATIONS:

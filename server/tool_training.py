@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from tiragent.errors import ParameterError
 from tiragent.eval.degradations import DEGRADATIONS, Params
 from tiragent.images import list_images, read_image
-from tiragent.server.nets import build_net, count_parameters, load_net, net_arch, read_info, save_net
+from tiragent.server.nets import build_net, count_parameters, load_net, net_arch, save_net
 from tiragent.server.recipes import Recipe, ToolTrainConfig, get_recipe, with_config
 
 
@@ -198,10 +198,10 @@ def _lr_at(step: int, schedule: list[int], peak: float) -> float:
 
 def start_from(net: torch.nn.Module, path: Path) -> None:
     """Load a weights file's parameters into ``net`` (``--init``); raises ParameterError if its network differs."""
-    info = read_info(path)
-    if info.arch != net_arch(net) or info.config != net.config:
-        raise ParameterError(f"--init: {path} holds a {info.arch} {info.config}, not the {net_arch(net)} {net.config} this run trains (see --net-config)")
-    net.load_state_dict(load_net(path).state_dict())
+    given = load_net(path)
+    if net_arch(given) != net_arch(net) or given.config != net.config:
+        raise ParameterError(f"--init: {path} holds a {net_arch(given)} {given.config}, not the {net_arch(net)} {net.config} this run trains (see --net-config)")
+    net.load_state_dict(given.state_dict())
 
 
 def _resolve_device(device: str) -> str:

@@ -6,7 +6,7 @@ import pytest
 from conftest import psnr
 from tiragent.errors import ParameterError, ToolNotFoundError
 from tiragent.eval.bench import COMBINATIONS
-from tiragent.eval.degradations import DEGRADATIONS, degrade, estimate_depth, get_degradation
+from tiragent.eval.degradations import DEGRADATIONS, degradation_for, degrade, estimate_depth, get_degradation
 from tiragent.eval.kernels import disk_kernel, motion_kernel
 
 ALL = ["lowres", "noise", "jpeg", "dark", "haze", "motion", "defocus", "rain"]
@@ -111,3 +111,9 @@ def test_protocol_has_sixteen_combinations():
     flat = [c for g in "ABC" for c in COMBINATIONS[g]]
     assert len(set(flat)) == 16
     assert all(name in DEGRADATIONS for combo in flat for name in combo)
+
+
+def test_each_task_names_the_degradation_it_undoes():
+    assert degradation_for("dejpeg").name == "jpeg" and degradation_for("sr").name == "lowres"
+    with pytest.raises(ToolNotFoundError, match="no degradation is undone by task 'dejpg'.*dejpeg"):
+        degradation_for("dejpg")

@@ -6,16 +6,15 @@ import numpy as np
 import pytest
 
 from conftest import psnr
-from tiragent.eval.degradations import DEGRADATIONS, degrade
+from tiragent.eval.degradations import degradation_for, degrade
 from tiragent.server.registry import list_tools
 
-DEGRADATION_FOR_TASK = {d.task: d.name for d in DEGRADATIONS.values()}
 FAST = [s for s in list_tools() if s.cost.value != "high" and not s.is_torch]  # learned tools: test_learned_tools.py
 
 
 @pytest.mark.parametrize("spec", FAST, ids=lambda s: s.key)
 def test_tool_output_is_a_valid_image(spec, astronaut):
-    degraded, _ = degrade(astronaut, [DEGRADATION_FOR_TASK[spec.task]], seed=0)
+    degraded, _ = degrade(astronaut, [degradation_for(spec.task).name], seed=0)
     out = spec.run(degraded, spec.validate({}))
     scale = spec.output_scale(spec.validate({}))
     assert out.shape == (degraded.shape[0] * scale, degraded.shape[1] * scale, 3)
