@@ -21,7 +21,9 @@ install: $(STAMP)
 demo: install
 	$(BIN)/tir-agent demo --out demo-output
 
+# ruff, then the tests (tests/test_layers.py checks the import layering with import-linter).
 test: install
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 bench: install

@@ -16,9 +16,10 @@ from typing import Protocol
 from tiragent.agent.actions import Action, Step, Stop
 from tiragent.agent.session import ActionSpace, ToolSession
 from tiragent.errors import ToolNotFoundError, did_you_mean
+from tiragent.tasks import Task
 
 # The usual restoration order when nothing better is known: light and noise first, resolution last.
-FIXED_ORDER = ["lowlight", "denoise", "dejpeg", "derain", "dehaze", "defocus_deblur", "motion_deblur", "sr"]
+FIXED_ORDER: list[str] = [Task.LOWLIGHT, Task.DENOISE, Task.DEJPEG, Task.DERAIN, Task.DEHAZE, Task.DEFOCUS_DEBLUR, Task.MOTION_DEBLUR, Task.SR]
 
 NO_REFERENCE_METRICS = ["niqe", "piqe"]
 

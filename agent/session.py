@@ -20,6 +20,7 @@ from tiragent.agent.actions import Action
 from tiragent.errors import TirAgentError
 from tiragent.images import decode_image, encode_image
 
+
 class ServerError(TirAgentError, RuntimeError):
     """The tool server went away or the connection broke."""
 

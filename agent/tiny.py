@@ -14,6 +14,8 @@ import json
 from importlib import resources
 from pathlib import Path
 
+from tiragent.tasks import TASK_NAMES
+
 SPECIAL_TOKENS = [
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
     "<|video_pad|>", "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>",
@@ -25,8 +27,7 @@ def chat_template() -> str:
 
 
 def _corpus() -> list[str]:
-    words = ["denoise", "motion_deblur", "defocus_deblur", "derain", "dehaze", "dejpeg", "sr", "lowlight", "image_id",
-             "model", "sigma", "scale", "STOP", "wavelet", "nlm", "bm3d", "wiener", "richardson_lucy", "opening", "inpaint",
+    words = [*TASK_NAMES, "image_id", "model", "sigma", "scale", "STOP", "wavelet", "nlm", "bm3d", "wiener", "richardson_lucy", "opening", "inpaint",
              "dcp", "cap", "deblock", "bilateral", "lanczos", "backprojection", "gamma", "clahe", "retinex", "niqe", "piqe"]  # fmt: skip
     lines = [f'{{"name": "{w}", "arguments": {{"image_id": "img_0123456789abcdef", "model": "{w}"}}}}' for w in words]
     return lines + ["Restore this photo. The image shows noise, blur, rain, haze, JPEG artefacts, low resolution or low light."] * 4
@@ -35,7 +36,7 @@ def _corpus() -> list[str]:
 def build_tiny_qwen(out_dir: str | Path, *, arch: str = "qwen3_vl", hidden_size: int = 64, layers: int = 2, seed: int = 0) -> Path:
     """``arch``: ``qwen3_vl`` (Qwen3-VL) or ``qwen2_5_vl`` (Qwen2.5-VL)."""
     import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import (
         Qwen2_5_VLConfig,
         Qwen2_5_VLForConditionalGeneration,

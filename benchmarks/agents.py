@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 
 from common import ROOT, SHARED_DATA, write_report
+
 from tiragent.agent.evaluate import evaluate_policies
 from tiragent.eval.bench import make_benchmark, make_pairs_benchmark
 from tiragent.eval.report import aggregate, markdown, plot

@@ -12,11 +12,12 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-
 from common import SHARED_DATA, write_report
+
 from tiragent.eval.bench import load_manifest
 from tiragent.images import list_images, read_image
-from tiragent.server.perception import TASK_OF, detect
+from tiragent.server.perception import detect
+from tiragent.tasks import TASK_OF_DEGRADATION as TASK_OF
 
 
 def main() -> None:

@@ -21,14 +21,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from common import ROOT, SHARED_DATA, write_report
+
 from tiragent.eval.degradations import degradation_for, degrade
 from tiragent.images import list_images, read_image
 from tiragent.server.pool import ModelPool, PoolConfig
 from tiragent.server.registry import Cost, ToolSpec, list_tools
-from tiragent.server.tool_training import psnr
 from tiragent.server.tools.learned import register_weights
+from tiragent.train.tool_trainer import psnr
+
 
 def degradation_params(spec: ToolSpec) -> dict:
     return {"scale": spec.descriptor.scale} if spec.task == "sr" and spec.descriptor is not None else {}

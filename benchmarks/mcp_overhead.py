@@ -24,10 +24,10 @@ from contextlib import asynccontextmanager
 
 import httpx2
 import numpy as np
+from common import write_report
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
-from common import write_report
 from tiragent.images import encode_image
 from tiragent.server.pool import ModelPool
 
@@ -128,7 +128,7 @@ async def throughput(args: argparse.Namespace, png_b64: str) -> dict[int, dict[s
         for clients in (1, 8, 32):
             per_client = max(4, args.throughput_calls // clients)
 
-            async def run_client() -> list[float]:
+            async def run_client(per_client: int = per_client) -> list[float]:
                 async with http_client(url) as client:
                     return await by_handle(client, png_b64, per_client)
 

@@ -17,11 +17,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
+from common import write_report
 from torch import nn
 
-from common import write_report
 from tiragent.server.pool import ModelPool, PoolConfig
-from tiragent.server.registry import ModelDescriptor, Task, register_torch_tool
+from tiragent.server.registry import ModelDescriptor, register_torch_tool
+from tiragent.tasks import Task
 
 
 class ResidualCNN(nn.Module):

@@ -19,14 +19,15 @@ import time
 
 import cv2
 import numpy as np
+from common import ROOT, SHARED_DATA, write_report
 from tqdm import tqdm
 
-from common import ROOT, SHARED_DATA, write_report
 from tiragent.eval.degradations import degradation_for, degrade
 from tiragent.eval.metrics import create_metric
 from tiragent.images import list_images, read_image
 from tiragent.server.pool import ModelPool, PoolConfig
 from tiragent.server.registry import ToolSpec, list_tools
+
 
 def settings(spec: ToolSpec) -> list[tuple[str, dict, dict]]:
     """(row label, degradation parameters, tool parameters) for each setting a tool is measured in."""

@@ -21,6 +21,7 @@ from PIL import Image
 from tiragent.errors import ParameterError, ToolNotFoundError, did_you_mean
 from tiragent.eval.kernels import disk_kernel, motion_kernel
 from tiragent.images import to_uint8
+from tiragent.tasks import DEGRADATION_OF_TASK, TASK_NAMES, TASK_OF_DEGRADATION, Task, is_task
 
 Params = dict[str, Any]
 DegradeFn = Callable[..., tuple[np.ndarray, Params]]
@@ -29,7 +30,7 @@ DegradeFn = Callable[..., tuple[np.ndarray, Params]]
 @dataclass(frozen=True)
 class Degradation:
     name: str
-    task: str  # the restoration task that undoes it
+    task: Task  # the restoration task that undoes it
     description: str
     fn: DegradeFn
 
@@ -44,10 +45,14 @@ ALIASES = {
 }
 
 
-def register_degradation(name: str, task: str) -> Callable[[DegradeFn], DegradeFn]:
+def register_degradation(name: str) -> Callable[[DegradeFn], DegradeFn]:
+    """Register ``f(image, rng, **params)`` under a name of the vocabulary (``tiragent.tasks.TASK_OF_DEGRADATION``)."""
+    if name not in TASK_OF_DEGRADATION:
+        raise ValueError(f"degradation {name!r} is not in the vocabulary (tiragent.tasks.TASK_OF_DEGRADATION)")
+
     def decorator(fn: DegradeFn) -> DegradeFn:
         doc = (fn.__doc__ or "").strip().split("\n\n")[0]
-        DEGRADATIONS[name] = Degradation(name=name, task=task, description=" ".join(doc.split()), fn=fn)
+        DEGRADATIONS[name] = Degradation(name=name, task=TASK_OF_DEGRADATION[name], description=" ".join(doc.split()), fn=fn)
         return fn
 
     return decorator
@@ -55,10 +60,9 @@ def register_degradation(name: str, task: str) -> Callable[[DegradeFn], DegradeF
 
 def degradation_for(task: str) -> Degradation:
     """The degradation that a restoration task undoes."""
-    for degradation in DEGRADATIONS.values():
-        if degradation.task == task:
-            return degradation
-    raise ToolNotFoundError(f"no degradation is undone by task {task!r}: {did_you_mean(str(task), sorted({d.task for d in DEGRADATIONS.values()}))}")
+    if not is_task(task):
+        raise ToolNotFoundError(f"no degradation is undone by task {task!r}: {did_you_mean(str(task), list(TASK_NAMES))}")
+    return DEGRADATIONS[DEGRADATION_OF_TASK[Task(task)]]
 
 
 def get_degradation(name: str) -> Degradation:
@@ -78,7 +82,7 @@ def _check(name: str, value: float, low: float, high: float) -> None:
         raise ParameterError(f"{name}={value} is out of range [{low}, {high}]")
 
 
-@register_degradation("lowres", task="sr")
+@register_degradation("lowres")
 def low_resolution(image: np.ndarray, rng: np.random.Generator, scale: int | None = None) -> tuple[np.ndarray, Params]:
     """Bicubic downscale by 1/4 (the image gets smaller)."""
     scale = int(_pick({"scale": scale}, "scale", lambda: 4))
@@ -90,7 +94,7 @@ def low_resolution(image: np.ndarray, rng: np.random.Generator, scale: int | Non
     return np.clip(np.stack(channels, axis=2), 0, 1).astype(np.float32), {"scale": scale}
 
 
-@register_degradation("noise", task="denoise")
+@register_degradation("noise")
 def noise(
     image: np.ndarray,
     rng: np.random.Generator,
@@ -120,7 +124,7 @@ def noise(
     raise ParameterError(f"noise kind must be 'gaussian' or 'poisson', not {kind!r}")
 
 
-@register_degradation("jpeg", task="dejpeg")
+@register_degradation("jpeg")
 def jpeg(image: np.ndarray, rng: np.random.Generator, quality: int | None = None) -> tuple[np.ndarray, Params]:
     """JPEG compression with quality 10-29 (4:2:0 chroma subsampling, as common encoders default to)."""
     quality = int(_pick({"quality": quality}, "quality", lambda: int(rng.integers(10, 30))))
@@ -131,7 +135,7 @@ def jpeg(image: np.ndarray, rng: np.random.Generator, quality: int | None = None
     return out, {"quality": quality}
 
 
-@register_degradation("dark", task="lowlight")
+@register_degradation("dark")
 def dark(
     image: np.ndarray,
     rng: np.random.Generator,
@@ -194,7 +198,7 @@ def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -
     return mean(a) * guide + mean(b)
 
 
-@register_degradation("haze", task="dehaze")
+@register_degradation("haze")
 def haze(
     image: np.ndarray,
     rng: np.random.Generator,
@@ -218,7 +222,7 @@ def haze(
 MOTION_SETTINGS = ((10, 3.0), (15, 5.0), (15, 8.0))
 
 
-@register_degradation("motion", task="motion_deblur")
+@register_degradation("motion")
 def motion_blur(
     image: np.ndarray,
     rng: np.random.Generator,
@@ -237,7 +241,7 @@ def motion_blur(
     return np.clip(out, 0, 1).astype(np.float32), {"radius": int(radius), "sigma": float(sigma), "angle": round(angle, 4)}
 
 
-@register_degradation("defocus", task="defocus_deblur")
+@register_degradation("defocus")
 def defocus_blur(image: np.ndarray, rng: np.random.Generator, radius: float | None = None) -> tuple[np.ndarray, Params]:
     """Defocus blur with a disk kernel of radius 3, 4 or 6 pixels."""
     radius = float(_pick({"radius": radius}, "radius", lambda: float(rng.choice([3, 4, 6]))))
@@ -246,7 +250,7 @@ def defocus_blur(image: np.ndarray, rng: np.random.Generator, radius: float | No
     return np.clip(out, 0, 1).astype(np.float32), {"radius": radius}
 
 
-@register_degradation("rain", task="derain")
+@register_degradation("rain")
 def rain(
     image: np.ndarray,
     rng: np.random.Generator,

@@ -24,8 +24,7 @@ BLOCK = 96
 
 def block_features(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-block NIQE features (n x 36) and per-block sharpness (n) of one RGB image."""
-    from pyiqa.archs.func_util import diff_round
-    from pyiqa.archs.func_util import normalize_img_with_gauss
+    from pyiqa.archs.func_util import diff_round, normalize_img_with_gauss
     from pyiqa.archs.niqe_arch import compute_feature
     from pyiqa.matlab_utils import blockproc, imresize
     from pyiqa.utils.color_util import to_y_channel

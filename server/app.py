@@ -30,10 +30,11 @@ from tiragent import __version__
 from tiragent.errors import ImageError, TirAgentError
 from tiragent.images import DEFAULT_MAX_PIXELS, check_size, decode_image, encode_image
 from tiragent.server.pool import ModelPool, PoolConfig
-from tiragent.server.registry import Task, ToolSpec
+from tiragent.server.registry import ToolSpec
 from tiragent.server.roots import PathPolicy
 from tiragent.server.store import ImageStore
 from tiragent.server.task_tools import build_task_tool
+from tiragent.tasks import Task
 
 INSTRUCTIONS = """Image restoration tools. Load an image with load_image (a path inside the allowed
 roots, or base64 data) to get an image_id; call one restoration tool per step (denoise,
@@ -308,12 +309,13 @@ def build_server(config: ServerConfig | None = None) -> MCPServer[AppState]:
         ctx: Context, image_id: Annotated[str, Field(description="Id of the image to examine.")]
     ) -> Degradations:
         """Which of the eight degradations (noise, motion blur, defocus blur, rain, haze, JPEG, low resolution, low light) the image shows, with probabilities, keyed by the task that removes each. A calibrated statistical detector (13 image statistics, one logistic model per degradation, 82-100% accuracy per degradation on held-out synthetic data); treat it as a hint."""
-        from tiragent.server.perception import TASK_OF, detect
+        from tiragent.server.perception import detect
+        from tiragent.tasks import TASK_OF_DEGRADATION
 
         state = state_of(ctx)
         image = await anyio.to_thread.run_sync(state.store.get, image_id)
         probabilities = await anyio.to_thread.run_sync(detect, image)
-        tasks = {TASK_OF[name]: round(p, 4) for name, p in probabilities.items()}
+        tasks = {TASK_OF_DEGRADATION[name]: round(p, 4) for name, p in probabilities.items()}
         present = sorted((t for t, p in tasks.items() if p > 0.5), key=lambda t: -tasks[t])
         return Degradations(image_id=image_id, present=present, tasks=tasks, degradations={k: round(v, 4) for k, v in probabilities.items()})
 

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from tiragent.errors import TirAgentError
-from tiragent.server.registry import Cost, ModelDescriptor, Task, register_torch_tool
+from tiragent.server.registry import Cost, ModelDescriptor, register_torch_tool
+from tiragent.tasks import Task, is_task
 
 
 class CheckpointError(TirAgentError, ValueError):
@@ -49,7 +50,7 @@ def read_tools_config(path: str | Path) -> list[CheckpointEntry]:
         missing = [k for k in ("name", "task", "checkpoint") if k not in raw]
         if missing:
             raise CheckpointError(f"{path}: [[tool]] number {i} lacks {', '.join(missing)}")
-        if raw["task"] not in Task._value2member_map_:
+        if not is_task(raw["task"]):
             raise CheckpointError(f"{path}: tool {raw['name']!r} has unknown task {raw['task']!r}; tasks: {', '.join(t.value for t in Task)}")
         checkpoint = Path(raw["checkpoint"]).expanduser()
         entries.append(

@@ -12,6 +12,7 @@ import math
 
 import cv2
 import numpy as np
+
 from tiragent.eval.kernels import motion_kernel
 
 

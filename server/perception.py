@@ -19,8 +19,8 @@ import cv2
 import numpy as np
 from skimage.restoration import estimate_sigma
 
-from tiragent.eval.degradations import DEGRADATIONS
 from tiragent.server.tools.derain import StreakParams, detect_streaks
+from tiragent.tasks import TASK_OF_DEGRADATION
 
 FEATURES = [
     "log2_max_side",
@@ -38,8 +38,6 @@ FEATURES = [
     "streak_coverage",
 ]
 
-TASK_OF = {name: degradation.task for name, degradation in DEGRADATIONS.items()}
-"""Degradation name -> the restoration task that removes it."""
 
 
 def _centre(image: np.ndarray, size: int = 384) -> np.ndarray:
@@ -140,7 +138,7 @@ def training_set(clean_dir: Path, images: slice, seeds: int) -> tuple[np.ndarray
     from tiragent.eval.degradations import degrade
     from tiragent.images import list_images, read_image
 
-    configs = [()] + [(name,) for name in TASK_OF] + [combo for _, combo in all_combinations()]
+    configs = [()] + [(name,) for name in TASK_OF_DEGRADATION] + [combo for _, combo in all_combinations()]
     paths = list_images(clean_dir)[images]
     rows, labels = [], []
     for i, path in enumerate(tqdm(paths, desc="detector data", unit="img")):
@@ -149,7 +147,7 @@ def training_set(clean_dir: Path, images: slice, seeds: int) -> tuple[np.ndarray
             for s in range(seeds):
                 image, _ = degrade(clean, combo, seed=(i * 1000 + c) * 10 + s) if combo else (clean, [])
                 rows.append(features(image))
-                labels.append([name in combo for name in TASK_OF])
+                labels.append([name in combo for name in TASK_OF_DEGRADATION])
     return np.asarray(rows), np.asarray(labels, np.float64)
 
 
@@ -165,7 +163,7 @@ def main() -> None:
     mean, std = x.mean(axis=0), x.std(axis=0) + 1e-8
     xs, hs = expand((x - mean) / std), expand((held_x - mean) / std)
     classifiers = {}
-    for j, name in enumerate(TASK_OF):
+    for j, name in enumerate(TASK_OF_DEGRADATION):
         w, b = fit_logistic(xs, y[:, j])
         acc = float((((xs @ w + b) > 0) == (y[:, j] > 0.5)).mean())
         held = float((((hs @ w + b) > 0) == (held_y[:, j] > 0.5)).mean())

@@ -21,20 +21,10 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tiragent.errors import ParameterError, ToolNotFoundError, did_you_mean
+from tiragent.tasks import Task, is_task
 
 if TYPE_CHECKING:
     from torch import nn
-
-
-class Task(StrEnum):
-    DENOISE = "denoise"
-    MOTION_DEBLUR = "motion_deblur"
-    DEFOCUS_DEBLUR = "defocus_deblur"
-    DERAIN = "derain"
-    DEHAZE = "dehaze"
-    DEJPEG = "dejpeg"
-    SR = "sr"
-    LOWLIGHT = "lowlight"
 
 
 class Cost(StrEnum):
@@ -211,7 +201,7 @@ def get_tool(key: str, name: str | None = None) -> ToolSpec:
         key = f"{key}.{name}"
     if key not in _REGISTRY:
         task = key.split(".", 1)[0]
-        if task not in Task._value2member_map_:
+        if not is_task(task):
             raise ToolNotFoundError(f"unknown task {task!r}: {did_you_mean(task, [t.value for t in Task])}")
         names = [s.name for s in _REGISTRY.values() if s.task == task]
         raise ToolNotFoundError(f"unknown tool {key!r}: task {task!r} has {', '.join(sorted(names))}")

@@ -18,7 +18,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from tiragent.errors import TirAgentError, ToolNotFoundError, did_you_mean
-from tiragent.server.registry import Task
+from tiragent.tasks import Task
 
 CHUNK = 1 << 20
 

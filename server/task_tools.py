@@ -17,7 +17,8 @@ from pydantic import Field
 from pydantic.fields import FieldInfo
 
 from tiragent.errors import ParameterError
-from tiragent.server.registry import Task, ToolSpec, list_tools
+from tiragent.server.registry import ToolSpec, list_tools
+from tiragent.tasks import Task
 
 TASK_SUMMARIES: dict[Task, str] = {
     Task.DENOISE: "Remove sensor noise (Gaussian or Poisson grain).",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import psnr
 from mcp import Client
 
-from conftest import psnr
 from tiragent.agent.actions import Action, Stop
 from tiragent.agent.loop import restore
 from tiragent.agent.policy import POLICIES, create_policy

@@ -7,13 +7,14 @@ import os
 
 import numpy as np
 import pytest
+from conftest import psnr
 from mcp import Client
 
-from conftest import psnr
 from tiragent.eval.degradations import degrade
 from tiragent.images import decode_image, encode_image, read_image, write_image
 from tiragent.server.app import ServerConfig, build_server
-from tiragent.server.registry import Task, list_tools
+from tiragent.server.registry import list_tools
+from tiragent.tasks import Task
 
 pytestmark = pytest.mark.anyio
 

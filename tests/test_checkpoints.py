@@ -7,10 +7,10 @@ import pytest
 import torch
 from mcp import Client
 
+from tiragent.server.app import ServerConfig, build_server
 from tiragent.server.checkpoints import register_checkpoints
 from tiragent.server.pool import ModelPool
 from tiragent.server.registry import get_tool, unregister
-from tiragent.server.app import ServerConfig, build_server
 
 pytestmark = pytest.mark.anyio
 

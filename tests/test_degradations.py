@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import psnr
+
 from tiragent.errors import ParameterError, ToolNotFoundError
 from tiragent.eval.bench import COMBINATIONS
 from tiragent.eval.degradations import DEGRADATIONS, degradation_for, degrade, estimate_depth, get_degradation

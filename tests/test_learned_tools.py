@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import psnr
 from skimage import data
 from skimage.transform import resize
 
 from tiragent.eval.degradations import DEGRADATIONS
 from tiragent.server.nets import WeightsError, count_parameters, descriptor, load_net, read_info
 from tiragent.server.pool import ModelPool
-from tiragent.server.recipes import RECIPES
-from tiragent.server.registry import Cost, Task, list_tools
+from tiragent.server.registry import Cost, list_tools
 from tiragent.server.tools.learned import SHIPPED, WEIGHTS_DIR, register_weights
-
-from conftest import psnr
+from tiragent.tasks import Task
+from tiragent.train.tool_recipes import RECIPES
 
 pytestmark = pytest.mark.anyio
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import psnr, quantize
+
 from tiragent.errors import ImageError, ToolNotFoundError
 from tiragent.eval.degradations import degrade
 from tiragent.eval.metrics import FULL_REFERENCE, METRICS, NO_REFERENCE, create_metric, evaluate, normalized
@@ -44,8 +44,9 @@ def test_no_reference_metrics_work_offline_and_prefer_clean(pair):
 
 
 def test_niqe_uses_the_shipped_parameters():
-    from tiragent.eval.metrics import niqe_params_path
     import scipy.io
+
+    from tiragent.eval.metrics import niqe_params_path
 
     params = scipy.io.loadmat(niqe_params_path())
     assert params["mu_prisparam"].shape == (1, 36) and params["cov_prisparam"].shape == (36, 36)

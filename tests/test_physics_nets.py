@@ -13,7 +13,7 @@ from tiragent.eval.degradations import haze, motion_blur
 from tiragent.server.haze_net import guided_filter
 from tiragent.server.kernel_net import normalised_gradients
 from tiragent.server.nets import build_net, descriptor
-from tiragent.server.tool_training import psnr
+from tiragent.train.tool_trainer import psnr
 
 
 def as_tensor(image: np.ndarray) -> torch.Tensor:

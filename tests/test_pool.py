@@ -12,8 +12,9 @@ from torch import nn
 
 from tiragent.errors import ImageError, ParameterError, ToolExecutionError, ToolNotFoundError, ToolTimeoutError
 from tiragent.server.pool import ModelPool, PoolConfig
-from tiragent.server.registry import ModelDescriptor, Task, ToolParams, register_tool, register_torch_tool, unregister
+from tiragent.server.registry import ModelDescriptor, ToolParams, register_tool, register_torch_tool, unregister
 from tiragent.server.tiling import tile_grid
+from tiragent.tasks import Task
 
 pytestmark = pytest.mark.anyio
 

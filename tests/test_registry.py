@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from tiragent.errors import ParameterError, ToolNotFoundError
-from tiragent.server.registry import ModelDescriptor, Task, get_tool, list_tools, register_torch_tool, unregister
+from tiragent.server.registry import ModelDescriptor, get_tool, list_tools, register_torch_tool, unregister
+from tiragent.tasks import Task
 
 
 def test_every_task_has_at_least_two_tools():

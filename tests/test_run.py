@@ -60,7 +60,6 @@ def test_restore_errors(tmp_path, capsys):
 
 def test_a_server_that_dies_mid_run_gives_a_clear_error_and_keeps_finished_outputs(tmp_path, photos, monkeypatch):
     import uvicorn
-
     from test_serve import free_port
 
     port = free_port()

@@ -9,8 +9,9 @@ import torch
 
 from tiragent.cli import main
 from tiragent.server.checkpoints import register_checkpoints
-from tiragent.server.registry import Task, get_tool, unregister
+from tiragent.server.registry import get_tool, unregister
 from tiragent.server.sources import ChecksumError, DownloadError, download, load_sources, verify_file
+from tiragent.tasks import Task
 
 
 def test_the_shipped_manifest_is_well_formed():

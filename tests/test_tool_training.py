@@ -15,9 +15,9 @@ from tiragent.cli import main
 from tiragent.errors import ParameterError, TirAgentError
 from tiragent.images import write_image
 from tiragent.server.nets import descriptor, read_info
-from tiragent.server.recipes import RECIPES, ToolTrainConfig, get_recipe
-from tiragent.server.registry import Task
-from tiragent.server.tool_training import PairSampler, train_tool
+from tiragent.tasks import Task
+from tiragent.train.tool_recipes import RECIPES, ToolTrainConfig, get_recipe
+from tiragent.train.tool_trainer import PairSampler, train_tool
 
 TINY = {"width": 4, "blocks": [1, 1], "unshuffle": 2}
 
@@ -142,7 +142,7 @@ def test_resume_with_more_steps_extends_the_run(images, tmp_path, tiny_recipes):
 
 
 def test_learning_rate_schedule():
-    from tiragent.server.tool_training import _lr_at
+    from tiragent.train.tool_trainer import _lr_at
 
     assert _lr_at(0, [1000], 1e-3) < _lr_at(49, [1000], 1e-3) == pytest.approx(1e-3)
     assert _lr_at(999, [1000], 1e-3) == pytest.approx(1e-5, rel=0.05)
@@ -151,7 +151,7 @@ def test_learning_rate_schedule():
 
 
 def test_worker_processes_make_the_same_batches(astronaut):
-    from tiragent.server.tool_training import batch_stream
+    from tiragent.train.tool_trainer import batch_stream
 
     sampler = PairSampler([astronaut], RECIPES["dejpeg.unet"], 48, seed=1)
     made_ahead = batch_stream(sampler, 4, 2, workers=1)
@@ -209,7 +209,7 @@ def test_resume_reads_checkpoints_from_before_the_schedule(images, tmp_path, tin
 
 
 def test_colour_mixing_gives_sharp_colour_edges(astronaut):
-    from tiragent.server.recipes import _mix_colours
+    from tiragent.train.tool_recipes import _mix_colours
 
     grey = np.repeat(astronaut.mean(axis=2, keepdims=True), 3, axis=2)  # no colour at all
     mixed = [_mix_colours(grey, np.random.default_rng(seed)) for seed in range(8)]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import psnr
+
 from tiragent.eval.degradations import degradation_for, degrade
 from tiragent.server.registry import list_tools
 

@@ -98,8 +98,8 @@ def cmd_tools_run(args: argparse.Namespace) -> int:
 
 
 def cmd_tools_train(args: argparse.Namespace) -> int:
-    from tiragent.server.recipes import ToolTrainConfig
-    from tiragent.server.tool_training import train_tool
+    from tiragent.train.tool_recipes import ToolTrainConfig
+    from tiragent.train.tool_trainer import train_tool
 
     config = ToolTrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ToolTrainConfig)})
     card = train_tool(config)
@@ -108,7 +108,7 @@ def cmd_tools_train(args: argparse.Namespace) -> int:
 
 
 def cmd_tools_recipes(args: argparse.Namespace) -> int:
-    from tiragent.server.recipes import RECIPES
+    from tiragent.train.tool_recipes import RECIPES
 
     key_width, arch_width = (max(len(getattr(r, a)) for r in RECIPES.values()) for a in ("key", "arch"))
     for recipe in RECIPES.values():
@@ -285,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tools_run)
 
     p = tools.add_parser("train", help="train one of the project's restoration networks on clean images")
-    from tiragent.server.recipes import ToolTrainConfig
+    from tiragent.train.tool_recipes import ToolTrainConfig
 
     add_dataclass_arguments(p, ToolTrainConfig)
     p.set_defaults(func=cmd_tools_train)

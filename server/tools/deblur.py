@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 from pydantic import Field
 from skimage.restoration import richardson_lucy
+
 from tiragent.eval.kernels import disk_kernel
 from tiragent.server.deconvolution import (
     analysis_view,
@@ -21,7 +22,8 @@ from tiragent.server.deconvolution import (
     to_gray,
     wiener_deconvolve,
 )
-from tiragent.server.registry import Cost, Task, ToolParams, register_tool
+from tiragent.server.registry import Cost, ToolParams, register_tool
+from tiragent.tasks import Task
 
 
 def rl_deconvolve(image: np.ndarray, kernel: np.ndarray, iterations: int) -> np.ndarray:

@@ -7,7 +7,8 @@ import numpy as np
 from pydantic import Field
 
 from tiragent.eval.degradations import guided_filter
-from tiragent.server.registry import Cost, Task, ToolParams, register_tool
+from tiragent.server.registry import Cost, ToolParams, register_tool
+from tiragent.tasks import Task
 
 
 def dark_channel(image: np.ndarray, patch: int) -> np.ndarray:

@@ -6,7 +6,8 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from tiragent.server.registry import Cost, Task, ToolParams, register_tool
+from tiragent.server.registry import Cost, ToolParams, register_tool
+from tiragent.tasks import Task
 
 
 def smooth_chroma(ycc: np.ndarray, diameter: int, sigma_color: float, sigma_space: float) -> None:

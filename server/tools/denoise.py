@@ -8,7 +8,8 @@ from pydantic import Field
 from skimage.restoration import denoise_wavelet, estimate_sigma
 
 from tiragent.images import to_uint8
-from tiragent.server.registry import Cost, Task, ToolParams, register_tool
+from tiragent.server.registry import Cost, ToolParams, register_tool
+from tiragent.tasks import Task
 
 
 class NoiseLevel(ToolParams):

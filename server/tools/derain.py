@@ -11,7 +11,8 @@ import numpy as np
 from pydantic import Field
 
 from tiragent.images import to_uint8
-from tiragent.server.registry import Cost, Task, ToolParams, register_tool
+from tiragent.server.registry import Cost, ToolParams, register_tool
+from tiragent.tasks import Task
 
 
 def line_element(length: int, degrees_from_vertical: float) -> np.ndarray:

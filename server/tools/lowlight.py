@@ -9,7 +9,8 @@ import numpy as np
 from pydantic import Field
 
 from tiragent.eval.degradations import guided_filter
-from tiragent.server.registry import Cost, Task, ToolParams, register_tool
+from tiragent.server.registry import Cost, ToolParams, register_tool
+from tiragent.tasks import Task
 
 
 class GammaParams(ToolParams):

@@ -6,10 +6,11 @@ from typing import Literal
 
 import cv2
 import numpy as np
-from pydantic import Field
 from PIL import Image
+from pydantic import Field
 
-from tiragent.server.registry import Cost, Task, ToolParams, register_tool
+from tiragent.server.registry import Cost, ToolParams, register_tool
+from tiragent.tasks import Task
 
 
 class Scale(ToolParams):

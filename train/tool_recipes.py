@@ -18,7 +18,7 @@ import numpy as np
 
 from tiragent.errors import ParameterError
 from tiragent.eval.degradations import Params
-from tiragent.server.registry import Task
+from tiragent.tasks import Task, is_task
 
 Sampler = Callable[[np.random.Generator], Params]
 
@@ -134,7 +134,7 @@ RECIPES: dict[str, Recipe] = {
 
 def get_recipe(task: str, name: str | None = None, arch: str | None = None) -> Recipe:
     """The task's recipe by name, or its first recipe using architecture ``arch``, or its first."""
-    if task not in Task._value2member_map_:
+    if not is_task(task):
         raise ParameterError(f"unknown task {task!r}; tasks: {', '.join(t.value for t in Task)}")
     choices = [r for r in RECIPES.values() if r.task == task]
     if arch is not None:

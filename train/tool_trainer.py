@@ -28,7 +28,7 @@ from tiragent.errors import ParameterError
 from tiragent.eval.degradations import DEGRADATIONS, Params
 from tiragent.images import list_images, read_image
 from tiragent.server.nets import build_net, count_parameters, load_net, net_arch, save_net
-from tiragent.server.recipes import Recipe, ToolTrainConfig, get_recipe, with_config
+from tiragent.train.tool_recipes import Recipe, ToolTrainConfig, get_recipe, with_config
 
 
 def psnr(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:
