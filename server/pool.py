@@ -27,6 +27,7 @@ from tiragent.errors import ImageError, TirAgentError, ToolExecutionError, ToolT
 from tiragent.server.batching import BatchQueue
 from tiragent.server.registry import ToolParams, ToolSpec, get_tool
 from tiragent.server.tiling import Tile, pad_to, padded_size, stitch, tile_grid
+from tiragent.server.workers import ProcessWorkers
 
 
 @dataclass
@@ -38,6 +39,9 @@ class PoolConfig:
         default=None, metadata={"help": "Memory for resident model weights; default 80% of GPU memory, or 2048 MB on the CPU."}
     )
     cpu_workers: int = field(default_factory=lambda: os.cpu_count() or 2, metadata={"help": "Classical tool calls that run at once."})
+    process_workers: int = field(
+        default=2, metadata={"help": "Worker processes for isolated tools (native code that may crash, e.g. bm3d); started on first use."}
+    )
     max_batch_size: int | None = field(
         default=None, metadata={"help": "Cap on batch size; default: each model's own on a GPU, 1 on the CPU (measured: batches are slower per image on CPUs, see docs/benchmarks/pool_throughput.md)."}
     )
@@ -182,6 +186,8 @@ class ModelPool:
         self.cache = ModelCache(self.device, int(budget * 2**20), self.config.half_precision)
         self._queues: dict[str, BatchQueue[_Piece, np.ndarray]] = {}
         self._stats: dict[str, ToolStats] = {}
+        self._limits: dict[str, asyncio.Semaphore] = {}
+        self.workers = ProcessWorkers(self.config.process_workers)
         self.in_flight = 0
 
     def _default_budget_mb(self) -> float:
@@ -200,6 +206,7 @@ class ModelPool:
             "resident_mb": self.cache.used_bytes / 2**20,
             "model_loads": self.cache.loads,
             "model_evictions": self.cache.evictions,
+            "process_workers": self.workers.stats(),
             "tools": {key: s.snapshot() for key, s in sorted(self._stats.items())},
         }
 
@@ -253,15 +260,28 @@ class ModelPool:
 
     async def _run_cpu(self, spec: ToolSpec, image: np.ndarray, params: ToolParams) -> tuple[np.ndarray, float, int]:
         submitted = time.perf_counter()
-        began: list[float] = []
+        if spec.concurrency is None:
+            return await self._run_cpu_now(spec, image, params, submitted)
+        if spec.key not in self._limits:
+            self._limits[spec.key] = asyncio.Semaphore(spec.concurrency)
+        async with self._limits[spec.key]:  # the tool's own limit: native code that is not thread-safe
+            return await self._run_cpu_now(spec, image, params, submitted)
+
+    async def _run_cpu_now(self, spec: ToolSpec, image: np.ndarray, params: ToolParams, submitted: float) -> tuple[np.ndarray, float, int]:
+        if spec.isolated:
+            began = time.perf_counter()
+            out = await self.workers.run(spec.key, spec.run, image, params)  # type: ignore[arg-type]
+            self._tool_stats(spec.key).record_batch(1)
+            return _check_output(spec, out), began - submitted, 1
+        began_at: list[float] = []
 
         def work() -> np.ndarray:
-            began.append(time.perf_counter())
+            began_at.append(time.perf_counter())
             return _check_output(spec, spec.run(image, params))  # type: ignore[misc]
 
         out = await asyncio.get_running_loop().run_in_executor(self._cpu, work)
         self._tool_stats(spec.key).record_batch(1)
-        return out, began[0] - submitted, 1
+        return out, began_at[0] - submitted, 1
 
     def _queue(self, spec: ToolSpec) -> BatchQueue[_Piece, np.ndarray]:
         if spec.key not in self._queues:
@@ -355,6 +375,7 @@ class ModelPool:
         self._queues.clear()
         self._cpu.shutdown(wait=False, cancel_futures=True)
         self._device.shutdown(wait=False, cancel_futures=True)
+        self.workers.close()
 
     async def __aenter__(self) -> ModelPool:
         return self

@@ -78,6 +78,10 @@ class ToolSpec:
     run: Callable[[np.ndarray, Any], np.ndarray] | None = None
     build: Callable[[], nn.Module] | None = None
     descriptor: ModelDescriptor | None = None
+    concurrency: int | None = None
+    """Most calls of this tool that may run at once (None: as many as the pool allows)."""
+    isolated: bool = False
+    """Run in a worker process, so that a crash of its native code fails only that call."""
 
     @property
     def key(self) -> str:
@@ -134,11 +138,24 @@ def register_tool(
     *,
     cost: Cost | str,
     params: type[ToolParams] = NoParams,
+    concurrency: int | None = None,
+    isolated: bool = False,
 ) -> Callable[[Callable[[np.ndarray, Any], np.ndarray]], Callable[[np.ndarray, Any], np.ndarray]]:
-    """Register a classical tool ``f(image, params) -> image`` that runs on CPU threads."""
+    """Register a classical tool ``f(image, params) -> image`` that runs on CPU threads.
+
+    ``concurrency`` caps how many calls of it run at once (1 for native code that is not
+    thread-safe); ``isolated`` runs it in a worker process, where a crash of native code fails
+    only that call (``fn`` must then be a module-level function: it travels by reference).
+    """
+    if concurrency is not None and concurrency < 1:
+        raise ValueError(f"tool {task}.{name}: concurrency must be at least 1, not {concurrency}")
 
     def decorator(fn: Callable[[np.ndarray, Any], np.ndarray]) -> Callable[[np.ndarray, Any], np.ndarray]:
-        _add(ToolSpec(task=Task(task), name=name, description=_describe(fn), cost=Cost(cost), params=params, device="cpu", run=fn))
+        spec = ToolSpec(
+            task=Task(task), name=name, description=_describe(fn), cost=Cost(cost), params=params, device="cpu", run=fn,
+            concurrency=concurrency, isolated=isolated,
+        )  # fmt: skip
+        _add(spec)
         return fn
 
     return decorator

@@ -1,7 +1,15 @@
 from __future__ import annotations
 
+import socket
+from contextlib import asynccontextmanager
+
+import anyio
+import httpx2
 import numpy as np
 import pytest
+import uvicorn
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 from skimage import data
 from skimage.transform import resize
 
@@ -30,3 +38,31 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def quantize(image: np.ndarray) -> np.ndarray:
     return to_uint8(image).astype(np.float32) / 255.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@asynccontextmanager
+async def running(app):
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve)
+        with anyio.fail_after(30):
+            while not server.started:
+                await anyio.sleep(0.05)
+        try:
+            yield f"http://127.0.0.1:{port}/mcp"
+        finally:
+            server.should_exit = True
+
+
+def http_client(url: str, token: str | None = None) -> Client:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return Client(streamable_http_client(url, http_client=httpx2.AsyncClient(headers=headers, timeout=60)))
+
+

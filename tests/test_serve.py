@@ -6,19 +6,17 @@ from __future__ import annotations
 import base64
 import json
 import shutil
-import socket
 import subprocess
 import sys
-from contextlib import asynccontextmanager
 
 import anyio
 import httpx2
 import numpy as np
 import pytest
 import torch
-import uvicorn
+from conftest import http_client, running
 from mcp import Client, StdioServerParameters
-from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 from torch import nn
 
 from tiragent.errors import TirAgentError
@@ -32,30 +30,11 @@ pytestmark = pytest.mark.anyio
 TOKEN = "test-token-1234"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@asynccontextmanager
-async def running(app):
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(server.serve)
-        with anyio.fail_after(30):
-            while not server.started:
-                await anyio.sleep(0.05)
-        try:
-            yield f"http://127.0.0.1:{port}/mcp"
-        finally:
-            server.should_exit = True
-
-
-def http_client(url: str, token: str | None = None) -> Client:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return Client(streamable_http_client(url, http_client=httpx2.AsyncClient(headers=headers, timeout=60)))
+def leaves(error: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in leaves(inner)]
+    return [error]
 
 
 def png_b64(value: float, size: int = 32) -> str:
@@ -87,9 +66,10 @@ async def test_http_with_and_without_the_token(root):
             refused = await raw.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
             wrong = await raw.post(url, json={}, headers={"Authorization": "Bearer wrong"})
         assert refused.status_code == 401 and wrong.status_code == 401
-        with pytest.raises(Exception):
+        with pytest.raises(BaseExceptionGroup) as refused_client:
             async with http_client(url) as client:
                 await client.list_tools()
+        assert [type(e) for e in leaves(refused_client.value)] == [MCPError]  # the 401, as the SDK's client reports it
         async with http_client(url, TOKEN) as client:
             loaded = await client.call_tool("load_image", {"path": "photo.png"})
             result = await client.call_tool("dehaze", {"image_id": loaded.structured_content["image_id"]})
@@ -102,8 +82,12 @@ async def test_http_without_token_on_loopback_and_body_limit(root):
         async with http_client(url) as client:
             small = await client.call_tool("load_image", {"data": png_b64(0.5, 16)})
             assert not small.is_error
-            with pytest.raises(Exception):
+            with pytest.raises(MCPError, match="error response"):
                 await client.call_tool("load_image", {"data": base64.b64encode(np.random.bytes(200_000)).decode()})
+        async with httpx2.AsyncClient() as raw:  # what the client above met: 413, with the limit named
+            headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+            oversized = await raw.post(url, content=b"{" + b" " * 100_000 + b"}", headers=headers)
+        assert oversized.status_code == 413, (oversized.status_code, oversized.text)
         async with http_client(url) as client:  # the server is still serving
             assert not (await client.call_tool("load_image", {"data": png_b64(0.25, 16)})).is_error
 

@@ -44,7 +44,9 @@ def wavelet(image: np.ndarray, p: NoiseLevel) -> np.ndarray:
     return np.clip(out, 0, 1).astype(np.float32)
 
 
-@register_tool(Task.DENOISE, "bm3d", cost=Cost.HIGH, params=NoiseLevel)
+# The bm3d library's native thread pool is process-wide: two calls at once abort the process
+# (`ThreadPool::launchPool: Assertion _threads.empty()`). One at a time, in a worker process.
+@register_tool(Task.DENOISE, "bm3d", cost=Cost.HIGH, params=NoiseLevel, concurrency=1, isolated=True)
 def bm3d(image: np.ndarray, p: NoiseLevel) -> np.ndarray:
     """BM3D (the reference block-matching 3D filter): the strongest classical denoiser, best on Gaussian noise; slow, several seconds for 512x512."""
     import bm3d as bm3d_lib
