@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from tiragent.errors import TirAgentError
 from tiragent.server.registry import Cost, ModelDescriptor, register_torch_tool
 from tiragent.tasks import Task, is_task
@@ -66,18 +68,6 @@ def read_tools_config(path: str | Path) -> list[CheckpointEntry]:
     return entries
 
 
-class _PerChannel:
-    """Runs a one-channel model on each colour channel."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-
-    def __call__(self, x: Any) -> Any:
-        import torch
-
-        return torch.cat([self.model(x[:, c : c + 1]) for c in range(x.shape[1])], dim=1)
-
-
 EXTRA_ARCHES_HINT = "Restormer, MPRNet, MIRNet2, SRFormer and others need `pip install 'tir-agent[extra-arches]'` (non-commercial licences)"
 
 
@@ -100,8 +90,22 @@ def _install_extra_arches() -> bool:
 
 def load_checkpoint(entry: CheckpointEntry) -> ModelDescriptor:
     """Load and detect one checkpoint, and register it as a tool; raises CheckpointError naming the problem."""
-    import torch
-    from spandrel import ImageModelDescriptor, ModelLoader, ModelTiling, UnsupportedModelError
+    loaded = _load(entry)
+    descriptor = descriptor_of(loaded)
+    description = entry.description or f"{loaded.architecture.name} from {entry.checkpoint.name} (user checkpoint, x{loaded.scale})."
+    del loaded  # the pool builds its own copy when the tool is first called
+
+    def build() -> torch.nn.Module:
+        # Loaded from the file on every build, so that a model the pool evicts is really freed.
+        return SpandrelModule(_load(entry))
+
+    register_torch_tool(entry.task, entry.name, cost=entry.cost, descriptor=descriptor, description=description, replace=True)(build)
+    return descriptor
+
+
+def _load(entry: CheckpointEntry) -> Any:
+    """The checked checkpoint as a spandrel ``ImageModelDescriptor``; raises CheckpointError naming the problem."""
+    from spandrel import ImageModelDescriptor, ModelLoader, UnsupportedModelError
 
     if not entry.checkpoint.is_file():
         raise CheckpointError(f"tool {entry.name!r}: checkpoint {entry.checkpoint} does not exist")
@@ -124,28 +128,47 @@ def load_checkpoint(entry: CheckpointEntry) -> ModelDescriptor:
         raise CheckpointError(f"tool {entry.name!r}: {entry.checkpoint} is a {loaded.purpose} model, not an image-to-image one")
     if (loaded.input_channels, loaded.output_channels) not in ((3, 3), (1, 1)):
         raise CheckpointError(f"tool {entry.name!r}: models with {loaded.input_channels} input channels are not supported")
+    return loaded.eval()
+
+
+def descriptor_of(loaded: Any) -> ModelDescriptor:
+    """spandrel's facts about an architecture, whole: scale, size requirements, tiling advice, precisions."""
+    from spandrel import ModelTiling
+
     size = loaded.size_requirements
-    descriptor = ModelDescriptor(
+    tiling = {ModelTiling.SUPPORTED: "supported", ModelTiling.DISCOURAGED: "discouraged", ModelTiling.INTERNAL: "internal"}[loaded.tiling]
+    return ModelDescriptor(
         scale=loaded.scale,
         multiple_of=max(1, size.multiple_of),
         min_size=max(1, size.minimum),
-        tile_size=None if loaded.tiling == ModelTiling.INTERNAL else 512,
+        square=size.square,
+        tile_size=None if tiling == "internal" else 512,
+        tiling=tiling,  # type: ignore[arg-type]
         supports_half=loaded.supports_half,
+        supports_bfloat16=loaded.supports_bfloat16,
     )
-    module = loaded.model.eval()
-    wrapped = module if loaded.input_channels == 3 else _PerChannel(module)
 
-    class CheckpointTool(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.inner = module
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return wrapped(x)
+class SpandrelModule(torch.nn.Module):
+    """A spandrel model called the way spandrel calls it: through ``ImageModelDescriptor.__call__``, which applies
+    the architecture's calling convention (DRUNet's noise-level channel, FBCNN's tuple output), its padding and
+    clamping. spandrel's convention is one image per call, so a batch runs image by image; a one-channel model
+    runs on each colour channel."""
 
-    description = entry.description or f"{loaded.architecture.name} from {entry.checkpoint.name} (user checkpoint, x{loaded.scale})."
-    register_torch_tool(entry.task, entry.name, cost=entry.cost, descriptor=descriptor, description=description, replace=True)(CheckpointTool)
-    return descriptor
+    def __init__(self, loaded: Any) -> None:
+        super().__init__()
+        self.model = loaded.model  # a submodule: .to() moves it and the pool counts its parameters
+        self._descriptor = loaded
+        self.per_channel = loaded.input_channels == 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outputs = []
+        for image in x.split(1):
+            if self.per_channel:
+                outputs.append(torch.cat([self._descriptor(image[:, c : c + 1]) for c in range(image.shape[1])], dim=1))
+            else:
+                outputs.append(self._descriptor(image))
+        return torch.cat(outputs)
 
 
 def register_checkpoints(config: str | Path) -> tuple[list[str], list[str]]:

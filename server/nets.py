@@ -156,7 +156,14 @@ def count_parameters(net: nn.Module) -> int:
 
 def descriptor(config: NetConfig) -> ModelDescriptor:
     """What the pool needs to run a network: scale, padding multiple, tiling (32 px overlap) and half precision."""
-    return ModelDescriptor(scale=config.scale, multiple_of=config.multiple_of, tile_size=config.tile_size, supports_half=config.supports_half)
+    return ModelDescriptor(
+        scale=config.scale,
+        multiple_of=config.multiple_of,
+        tile_size=config.tile_size,
+        tiling="supported" if config.tile_size is not None else "internal",
+        supports_half=config.supports_half,
+        supports_bfloat16=config.supports_half,
+    )
 
 
 def save_net(net: nn.Module, path: str | Path, card: dict[str, Any] | None = None) -> None:

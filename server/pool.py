@@ -26,8 +26,11 @@ import numpy as np
 from tiragent.errors import ImageError, TirAgentError, ToolExecutionError, ToolTimeoutError
 from tiragent.server.batching import BatchQueue
 from tiragent.server.registry import ToolParams, ToolSpec, get_tool
-from tiragent.server.tiling import Tile, pad_to, padded_size, stitch, tile_grid
+from tiragent.server.tiling import Tile, pad_to, stitch, tile_grid
 from tiragent.server.workers import ProcessWorkers
+
+DISCOURAGED_TILE = 2048
+"""Tile side for models whose tiling is discouraged (they rely on global context): only larger inputs are tiled."""
 
 
 @dataclass
@@ -131,6 +134,18 @@ class ModelCache:
     def resident(self) -> list[str]:
         return list(self._models)
 
+    def dtype_for(self, spec: ToolSpec) -> Any:
+        """The half-precision type a model runs in here, or None for float32: bf16 where both the GPU and
+        the model support it, else fp16 where the model supports that; never a type the model did not declare."""
+        import torch
+
+        d = spec.descriptor
+        if not (self.half and self.device.startswith("cuda") and d is not None):
+            return None
+        if d.supports_bfloat16 and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float16 if d.supports_half else None
+
     def get(self, spec: ToolSpec) -> Any:
         import torch
 
@@ -151,8 +166,9 @@ class ModelCache:
         if self.device.startswith("cuda"):
             torch.cuda.empty_cache()
         module = module.eval().to(self.device)
-        if self.half and self.device.startswith("cuda") and spec.descriptor is not None and spec.descriptor.supports_half:
-            module = module.to(torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+        dtype = self.dtype_for(spec)
+        if dtype is not None:
+            module = module.to(dtype)
         self._models[spec.key] = (module, size)
         self.loads += 1
         return module
@@ -307,14 +323,14 @@ class ModelPool:
         h, w = image.shape[:2]
         queue = self._queue(spec)
         submitted = time.perf_counter()
-        if d.tile_size is not None and max(h, w) > d.tile_size:
-            tiles = tile_grid(h, w, d.tile_size, d.tile_overlap)
-            th, tw = tiles[0].height, tiles[0].width
-            ph, pw = padded_size(th, d.multiple_of, d.min_size), padded_size(tw, d.multiple_of, d.min_size)
+        tile_size = DISCOURAGED_TILE if d.tiling == "discouraged" and d.tile_size is not None else d.tile_size
+        if tile_size is not None and max(h, w) > tile_size:
+            tiles = tile_grid(h, w, tile_size, d.tile_overlap)
+            ph, pw = d.padded(tiles[0].height, tiles[0].width)
             crops = [pad_to(image[t.top : t.top + t.height, t.left : t.left + t.width], ph, pw) for t in tiles]
         else:
             tiles = [Tile(0, 0, h, w)]
-            ph, pw = padded_size(h, d.multiple_of, d.min_size), padded_size(w, d.multiple_of, d.min_size)
+            ph, pw = d.padded(h, w)
             crops = [pad_to(image, ph, pw)]
         pieces = [_Piece(c, params) for c in crops]
         results = await asyncio.gather(*(queue.submit(p) for p in pieces))

@@ -45,6 +45,9 @@ class NoParams(ToolParams):
     pass
 
 
+Tiling = Literal["supported", "discouraged", "internal"]
+
+
 @dataclass(frozen=True)
 class ModelDescriptor:
     """What the pool must know to run an ``nn.Module``: spandrel-style, typed, no option dicts."""
@@ -55,13 +58,31 @@ class ModelDescriptor:
     """Input height and width are padded (reflect) to a multiple of this."""
     min_size: int = 1
     """Inputs smaller than this on either side are padded up to it."""
+    square: bool = False
+    """Inputs are padded (reflect) to a square."""
     tile_size: int | None = 512
     """Inputs larger than this on either side are cut into overlapping tiles of this size; None never tiles."""
     tile_overlap: int = 32
+    tiling: Tiling = "supported"
+    """The architecture's tiling advice (spandrel's ``ModelTiling``): "discouraged" tiles only very large inputs,
+    "internal" never tiles (the model tiles itself, or needs the whole frame)."""
     supports_half: bool = True
-    """Whether fp16/bf16 inference is safe on an accelerator."""
+    """Whether fp16 inference is safe on an accelerator."""
+    supports_bfloat16: bool = True
+    """Whether bf16 inference is safe on an accelerator (preferred over fp16 where the GPU has it)."""
     max_batch_size: int = 16
     """Largest batch on an accelerator; the pool caps it lower on a CPU."""
+
+    def __post_init__(self) -> None:
+        if self.tiling == "internal" and self.tile_size is not None:
+            raise ValueError("a model that tiles internally must not be tiled: tile_size must be None")
+
+    def padded(self, height: int, width: int) -> tuple[int, int]:
+        """The input size the model needs for a ``height x width`` image: minimum, multiple-of and square rules."""
+        h, w = (-(-max(side, self.min_size) // self.multiple_of) * self.multiple_of for side in (height, width))
+        if self.square:
+            h = w = max(h, w)
+        return h, w
 
 
 Device = Literal["cpu", "accelerator"]

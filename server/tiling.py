@@ -1,15 +1,10 @@
-"""Padding to a model's size requirements, and overlapping tiles for large inputs."""
+"""Padding to a model's size requirements (``ModelDescriptor.padded``), and overlapping tiles for large inputs."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-
-
-def padded_size(size: int, multiple_of: int, min_size: int) -> int:
-    size = max(size, min_size)
-    return -(-size // multiple_of) * multiple_of
 
 
 def pad_to(image: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+
 import numpy as np
 import pytest
 import torch
 from mcp import Client
 
+from tiragent.images import encode_image
 from tiragent.server.app import ServerConfig, build_server
 from tiragent.server.checkpoints import register_checkpoints
-from tiragent.server.pool import ModelPool
-from tiragent.server.registry import get_tool, unregister
+from tiragent.server.pool import ModelPool, PoolConfig
+from tiragent.server.registry import ModelDescriptor, ToolParams, get_tool, unregister
 
 pytestmark = pytest.mark.anyio
 
@@ -151,3 +154,117 @@ def test_without_the_extra_architectures_the_error_names_the_extra(tmp_path, mon
     (tmp_path / "tools.toml").write_text('[[tool]]\nname = "odd"\ntask = "derain"\ncheckpoint = "odd.pth"\n')
     registered, errors = register_checkpoints(tmp_path / "tools.toml")
     assert registered == [] and "not an architecture spandrel knows" in errors[0] and "tir-agent[extra-arches]" in errors[0]
+
+
+def save_fp16(net: torch.nn.Module, path) -> None:
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in net.state_dict().items()}, path)
+
+
+@pytest.fixture
+def conventions(tmp_path):
+    """Random-weight checkpoints of architectures with their own calling convention or size rule."""
+    from spandrel.architectures.DRUNet import DRUNet
+    from spandrel.architectures.FBCNN import FBCNN
+    from spandrel.architectures.Uformer import Uformer
+
+    torch.manual_seed(0)
+    save_fp16(DRUNet(in_nc=4, out_nc=3, nc=[8, 16, 32, 64], nb=2), tmp_path / "drunet.pth")  # takes a noise-level channel
+    save_fp16(FBCNN(nc=[8, 16, 32, 512], nb=2), tmp_path / "fbcnn.pth")  # returns (image, quality); 512 is fixed by its heads
+    save_fp16(Uformer(embed_dim=8, depths=[1] * 9, num_heads=[1] * 9, win_size=4), tmp_path / "uformer.pth")  # square, multiple of 128
+    (tmp_path / "tools.toml").write_text(
+        '[[tool]]\nname = "user_drunet"\ntask = "denoise"\ncheckpoint = "drunet.pth"\n'
+        '[[tool]]\nname = "user_fbcnn"\ntask = "dejpeg"\ncheckpoint = "fbcnn.pth"\n'
+        '[[tool]]\nname = "user_uformer"\ntask = "derain"\ncheckpoint = "uformer.pth"\n'
+    )
+    yield tmp_path / "tools.toml"
+    for key in ("denoise.user_drunet", "dejpeg.user_fbcnn", "derain.user_uformer"):
+        unregister(key)
+
+
+async def test_checkpoints_run_with_their_own_calling_convention_over_mcp(conventions, tmp_path):
+    server = build_server(ServerConfig(roots=[tmp_path], tools_config=conventions, preview_size=0))
+    uformer = get_tool("derain.user_uformer").descriptor
+    assert uformer.square and uformer.multiple_of == 128 and not uformer.supports_half and uformer.supports_bfloat16
+    assert uformer.padded(130, 60) == (256, 256)
+    image = np.random.default_rng(1).random((70, 130, 3), dtype=np.float32)
+    data = base64.b64encode(encode_image(image)).decode()
+    async with Client(server) as client:
+        image_id = (await client.call_tool("load_image", {"data": data})).structured_content["image_id"]
+        for task, model in (("denoise", "user_drunet"), ("dejpeg", "user_fbcnn"), ("derain", "user_uformer")):
+            result = await client.call_tool(task, {"image_id": image_id, "model": model})
+            assert not result.is_error, result.content
+            assert (result.structured_content["width"], result.structured_content["height"]) == (130, 70)
+
+
+def test_tiling_advice_is_kept():
+    from spandrel import ModelTiling, SizeRequirements
+
+    from tiragent.server.checkpoints import descriptor_of
+
+    class Loaded:  # what descriptor_of reads from a spandrel ImageModelDescriptor
+        scale, supports_half, supports_bfloat16 = 1, True, False
+        size_requirements = SizeRequirements(minimum=16, multiple_of=4, square=True)
+
+    for tiling, tile_size in ((ModelTiling.SUPPORTED, 512), (ModelTiling.DISCOURAGED, 512), (ModelTiling.INTERNAL, None)):
+        Loaded.tiling = tiling
+        d = descriptor_of(Loaded)
+        assert (d.tiling, d.tile_size) == (tiling.name.lower(), tile_size)
+        assert (d.min_size, d.multiple_of, d.square, d.supports_half, d.supports_bfloat16) == (16, 4, True, True, False)
+
+
+async def test_discouraged_tiling_tiles_only_very_large_inputs():
+    from tiragent.server.registry import register_torch_tool
+
+    shapes = []
+
+    class Record(torch.nn.Module):
+        def forward(self, x):
+            shapes.append(tuple(x.shape[-2:]))
+            return x
+
+    register_torch_tool("denoise", "t_global", cost="low", descriptor=ModelDescriptor(tile_size=64, tiling="discouraged"), description="t")(Record)
+    register_torch_tool("denoise", "t_local", cost="low", descriptor=ModelDescriptor(tile_size=64), description="t")(Record)
+    try:
+        async with ModelPool() as pool:
+            await pool.call("denoise.t_global", np.zeros((100, 120, 3), np.float32))
+            assert shapes == [(100, 120)]
+            await pool.call("denoise.t_local", np.zeros((100, 120, 3), np.float32))
+            assert len(shapes) > 2 and set(shapes[1:]) == {(64, 64)}
+    finally:
+        unregister("denoise.t_global")
+        unregister("denoise.t_local")
+
+
+def test_half_precision_only_where_declared(monkeypatch):
+    from tiragent.server.pool import ModelCache
+    from tiragent.server.registry import ToolSpec
+
+    def spec(**flags):
+        return ToolSpec("denoise", "x", "x", "low", ToolParams, "accelerator", build=lambda: None, descriptor=ModelDescriptor(**flags))
+
+    cache = ModelCache("cuda", 2**30, half=True)
+    for bf16_gpu in (True, False):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda bf16_gpu=bf16_gpu: bf16_gpu)
+        assert cache.dtype_for(spec(supports_half=False, supports_bfloat16=False)) is None
+        assert cache.dtype_for(spec(supports_half=True, supports_bfloat16=True)) == (torch.bfloat16 if bf16_gpu else torch.float16)
+        assert cache.dtype_for(spec(supports_half=False, supports_bfloat16=True)) == (torch.bfloat16 if bf16_gpu else None)
+        assert cache.dtype_for(spec(supports_half=True, supports_bfloat16=False)) == torch.float16
+    assert ModelCache("cpu", 2**30, half=True).dtype_for(spec()) is None
+    assert ModelCache("cuda", 2**30, half=False).dtype_for(spec()) is None
+
+
+async def test_evicting_a_model_frees_it(config):
+    """The memory budget counts an evicted model as freed: nothing may keep it alive."""
+    import gc
+    import weakref
+
+    register_checkpoints(config)
+    image = np.full((16, 16, 3), 0.5, np.float32)
+    async with ModelPool(PoolConfig(memory_budget_mb=0.05)) as pool:  # room for one of the two DnCNNs (~30 kB each)
+        await pool.call("denoise.user_dncnn", image)
+        # the weights themselves, not the wrapper: a registered closure used to keep the inner network alive
+        first = weakref.ref(next(pool.cache._models["denoise.user_dncnn"][0].parameters()))
+        await pool.call("denoise.user_gray", image)
+        assert pool.cache.resident() == ["denoise.user_gray"] and pool.cache.evictions == 1
+        gc.collect()
+        assert first() is None, gc.get_referrers(first())
