@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ async def evaluate_policies(
         records.append({"policy": "input", "name": item.name, "group": item.group, "combination": "+".join(item.combination),
                         "tool_calls": 0, "seconds": 0.0, **score(degraded, target)})  # fmt: skip
     async with open_session(server, device=device) as session:
+        space = await session.action_space()
         for spec in policies:
             agent = create_policy(spec)
             for item in tqdm(items, desc=agent.name, unit="img", file=sys.stderr):
@@ -59,6 +61,8 @@ async def evaluate_policies(
                 records.append({
                     "policy": spec if agent.name == "qwen" else agent.name, "name": item.name, "group": item.group,
                     "combination": "+".join(item.combination), "tool_calls": len(trajectory.steps),
-                    "seconds": trajectory.seconds, "path": [s.key for s in trajectory.path()], **score(result, target),
+                    "seconds": trajectory.seconds, "path": [s.key for s in trajectory.path()],
+                    "calls_by_cost": dict(Counter(space.cost(s.task, s.model) for s in trajectory.steps)),
+                    "learned_calls": sum(space.facts[s.task][s.model].learned for s in trajectory.steps), **score(result, target),
                 })  # fmt: skip
     return records

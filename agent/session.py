@@ -19,6 +19,7 @@ from mcp import Client, StdioServerParameters
 from tiragent.agent.actions import Action
 from tiragent.errors import TirAgentError
 from tiragent.images import decode_image, encode_image
+from tiragent.tasks import TASK_TOOL_META
 
 
 class ServerError(TirAgentError, RuntimeError):
@@ -40,13 +41,30 @@ class ToolResult:
 
 
 @dataclass(frozen=True)
+class ModelFacts:
+    """What the server says of one model of a task, as data (the task tool's ``_meta``)."""
+
+    cost: str
+    device: str
+    learned: bool
+    scale: int | None
+    """Output size / input size; None when the ``scale`` argument sets it."""
+    default: bool
+    params: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class ActionSpace:
-    """Restoration tasks and their models, with each model's parameter names, as the server lists them."""
+    """Restoration tasks and their models, with each model's facts, as the server lists them."""
 
     models: dict[str, list[str]]
     defaults: dict[str, str]
     descriptions: dict[str, str]
     schemas: dict[str, dict[str, Any]]
+    facts: dict[str, dict[str, ModelFacts]]
+
+    def cost(self, task: str, model: str) -> str:
+        return self.facts[task][model].cost
 
     @property
     def tasks(self) -> list[str]:
@@ -79,16 +97,17 @@ class ToolSession:
     async def action_space(self) -> ActionSpace:
         if self._space is None:
             tools = (await self.client.list_tools()).tools
-            models, defaults, descriptions, schemas = {}, {}, {}, {}
+            models, defaults, descriptions, schemas, facts = {}, {}, {}, {}, {}
             for tool in tools:
-                props = tool.input_schema.get("properties", {})
-                if "enum" not in props.get("model", {}):  # a restoration task is a tool with a model enum
+                meta = (tool.meta or {}).get(TASK_TOOL_META)
+                if meta is None:  # a restoration task is a tool that carries the task facts
                     continue
-                models[tool.name] = list(props["model"]["enum"])
-                defaults[tool.name] = props["model"].get("default", models[tool.name][0])
+                models[tool.name] = list(meta["models"])
+                defaults[tool.name] = meta["default"]
                 descriptions[tool.name] = tool.description or ""
                 schemas[tool.name] = tool.input_schema
-            self._space = ActionSpace(models, defaults, descriptions, schemas)
+                facts[tool.name] = {name: ModelFacts(**{**f, "params": tuple(f["params"])}) for name, f in meta["models"].items()}
+            self._space = ActionSpace(models, defaults, descriptions, schemas, facts)
         return self._space
 
     async def load(self, image: np.ndarray) -> str:

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.tools import Tool
 from mcp_types import CallToolResult, ImageContent, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
@@ -33,6 +34,7 @@ from tiragent.server.pool import ModelPool, PoolConfig
 from tiragent.server.registry import ToolSpec
 from tiragent.server.roots import PathPolicy
 from tiragent.server.store import ImageStore
+from tiragent.server.strict_tools import strict_tool
 from tiragent.server.task_tools import build_task_tool
 from tiragent.tasks import Task
 
@@ -207,11 +209,16 @@ def build_server(config: ServerConfig | None = None) -> MCPServer[AppState]:
             await pool.aclose()
             store.close()
 
-    mcp: MCPServer[AppState] = MCPServer(
-        "tir-agent", instructions=INSTRUCTIONS, version=__version__, lifespan=lifespan, log_level="WARNING"
-    )
+    tools: list[Tool] = []
 
-    @mcp.tool(annotations=ToolAnnotations(read_only_hint=True))
+    def tool(annotations: ToolAnnotations) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+            tools.append(strict_tool(fn, annotations=annotations))
+            return fn
+
+        return register
+
+    @tool(annotations=ToolAnnotations(read_only_hint=True))
     @reports_errors
     async def load_image(
         ctx: Context,
@@ -238,7 +245,7 @@ def build_server(config: ServerConfig | None = None) -> MCPServer[AppState]:
         text = TextContent(type="text", text=f"loaded {name} as {stored.image_id} ({stored.width}x{stored.height})")
         return CallToolResult(content=[text, *preview_content(image, state.config.preview_size)], structured_content=info.model_dump())
 
-    @mcp.tool(annotations=ToolAnnotations(read_only_hint=True))
+    @tool(annotations=ToolAnnotations(read_only_hint=True))
     @reports_errors
     async def get_image(
         ctx: Context,
@@ -253,7 +260,7 @@ def build_server(config: ServerConfig | None = None) -> MCPServer[AppState]:
         mime = "image/jpeg" if format == "jpeg" else f"image/{format}"
         return CallToolResult(content=[ImageContent(type="image", data=data, mime_type=mime)], structured_content=info.model_dump())
 
-    @mcp.tool(annotations=ToolAnnotations(destructive_hint=False))
+    @tool(annotations=ToolAnnotations(destructive_hint=False))
     @reports_errors
     async def save_image(
         ctx: Context,
@@ -271,7 +278,7 @@ def build_server(config: ServerConfig | None = None) -> MCPServer[AppState]:
         await anyio.to_thread.run_sync(target.write_bytes, encoded)
         return SavedImage(image_id=image_id, path=str(target), bytes=len(encoded))
 
-    @mcp.tool(annotations=ToolAnnotations(read_only_hint=True))
+    @tool(annotations=ToolAnnotations(read_only_hint=True))
     @reports_errors
     async def assess_quality(
         ctx: Context,
@@ -303,7 +310,7 @@ def build_server(config: ServerConfig | None = None) -> MCPServer[AppState]:
             normalized={k: round(normalized(k, v), 5) for k, v in values.items()},
         )
 
-    @mcp.tool(annotations=ToolAnnotations(read_only_hint=True))
+    @tool(annotations=ToolAnnotations(read_only_hint=True))
     @reports_errors
     async def detect_degradations(
         ctx: Context, image_id: Annotated[str, Field(description="Id of the image to examine.")]
@@ -319,13 +326,13 @@ def build_server(config: ServerConfig | None = None) -> MCPServer[AppState]:
         present = sorted((t for t, p in tasks.items() if p > 0.5), key=lambda t: -tasks[t])
         return Degradations(image_id=image_id, present=present, tasks=tasks, degradations={k: round(v, 4) for k, v in probabilities.items()})
 
-    @mcp.tool(annotations=ToolAnnotations(read_only_hint=True))
+    @tool(annotations=ToolAnnotations(read_only_hint=True))
     async def server_status(ctx: Context) -> dict[str, Any]:
         """Counters of the shared model pool (calls, batch sizes, queue wait, run time per tool) and of the image store."""
         state = state_of(ctx)
         return {"version": __version__, "uptime_s": round(time.time() - state.started, 1), "pool": state.pool.stats(), "store": state.store.stats()}
 
     for task in Task:
-        fn, description = build_task_tool(task, _run_restoration, Context, Annotated[CallToolResult, RestoreResult])
-        mcp.add_tool(reports_errors(fn), name=task.value, description=description, annotations=ToolAnnotations(read_only_hint=True))
-    return mcp
+        fn, description, meta = build_task_tool(task, _run_restoration, Context, Annotated[CallToolResult, RestoreResult])
+        tools.append(strict_tool(reports_errors(fn), name=task.value, description=description, meta=meta, annotations=ToolAnnotations(read_only_hint=True)))
+    return MCPServer("tir-agent", instructions=INSTRUCTIONS, version=__version__, lifespan=lifespan, log_level="WARNING", tools=tools)

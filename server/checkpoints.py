@@ -41,31 +41,50 @@ class CheckpointEntry:
     sha256: str | None = None
 
 
-def read_tools_config(path: str | Path) -> list[CheckpointEntry]:
+def read_tools_config(path: str | Path) -> tuple[list[CheckpointEntry], list[str]]:
+    """The entries of a tools config, and a message for each entry that cannot be used (the others still load).
+
+    Raises CheckpointError when the file itself cannot be read.
+    """
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as err:
         raise CheckpointError(f"{path}: cannot read the tools config ({err})") from None
-    entries = []
-    for i, raw in enumerate(data.get("tool", []), start=1):
-        missing = [k for k in ("name", "task", "checkpoint") if k not in raw]
-        if missing:
-            raise CheckpointError(f"{path}: [[tool]] number {i} lacks {', '.join(missing)}")
-        if not is_task(raw["task"]):
-            raise CheckpointError(f"{path}: tool {raw['name']!r} has unknown task {raw['task']!r}; tasks: {', '.join(t.value for t in Task)}")
-        checkpoint = Path(raw["checkpoint"]).expanduser()
-        entries.append(
-            CheckpointEntry(
-                name=raw["name"],
-                task=Task(raw["task"]),
-                checkpoint=checkpoint if checkpoint.is_absolute() else path.parent / checkpoint,
-                cost=Cost(raw.get("cost", "high")),
-                description=raw.get("description", ""),
-                sha256=raw.get("sha256") or None,
-            )
-        )
-    return entries
+    raw_entries = data.get("tool", [])
+    if not isinstance(raw_entries, list) or not all(isinstance(e, dict) for e in raw_entries):
+        raise CheckpointError(f"{path}: 'tool' must be an array of tables ([[tool]] entries)")
+    entries, errors = [], []
+    for i, raw in enumerate(raw_entries, start=1):
+        try:
+            entries.append(_entry(path, i, raw))
+        except CheckpointError as err:
+            errors.append(str(err))
+    return entries, errors
+
+
+def _entry(path: Path, number: int, raw: dict[str, Any]) -> CheckpointEntry:
+    missing = [k for k in ("name", "task", "checkpoint") if k not in raw]
+    if missing:
+        raise CheckpointError(f"{path}: [[tool]] number {number} lacks {', '.join(missing)}")
+    name = raw["name"]
+    unknown = sorted(set(raw) - set(CheckpointEntry.__dataclass_fields__))
+    if unknown:
+        raise CheckpointError(f"{path}: tool {name!r} has unknown field {', '.join(map(repr, unknown))}; fields: {', '.join(CheckpointEntry.__dataclass_fields__)}")
+    if not is_task(raw["task"]):
+        raise CheckpointError(f"{path}: tool {name!r} has unknown task {raw['task']!r}; tasks: {', '.join(t.value for t in Task)}")
+    cost = raw.get("cost", "high")
+    if cost not in Cost._value2member_map_:
+        raise CheckpointError(f"{path}: tool {name!r} has unknown cost {cost!r}; costs: {', '.join(c.value for c in Cost)}")
+    checkpoint = Path(raw["checkpoint"]).expanduser()
+    return CheckpointEntry(
+        name=name,
+        task=Task(raw["task"]),
+        checkpoint=checkpoint if checkpoint.is_absolute() else path.parent / checkpoint,
+        cost=Cost(cost),
+        description=raw.get("description", ""),
+        sha256=raw.get("sha256") or None,
+    )
 
 
 EXTRA_ARCHES_HINT = "Restormer, MPRNet, MIRNet2, SRFormer and others need `pip install 'tir-agent[extra-arches]'` (non-commercial licences)"
@@ -173,9 +192,9 @@ class SpandrelModule(torch.nn.Module):
 
 def register_checkpoints(config: str | Path) -> tuple[list[str], list[str]]:
     """Register every tool of a config; returns (registered keys, error messages). One bad entry never stops the rest."""
-    registered, errors = [], []
+    registered = []
     try:
-        entries = read_tools_config(config)
+        entries, errors = read_tools_config(config)
     except CheckpointError as err:
         return [], [str(err)]
     for entry in entries:

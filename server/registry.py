@@ -249,5 +249,7 @@ def get_tool(key: str, name: str | None = None) -> ToolSpec:
 def list_tools(task: Task | str | None = None) -> list[ToolSpec]:
     """Every registered tool, or those of one task, sorted by key."""
     _ensure_loaded()
+    if task is not None and not is_task(task):
+        raise ToolNotFoundError(f"unknown task {task!r}: {did_you_mean(str(task), [t.value for t in Task])}")
     specs = sorted(_REGISTRY.values(), key=lambda s: s.key)
     return [s for s in specs if task is None or s.task == Task(task)]

@@ -18,7 +18,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from tiragent.errors import TirAgentError, ToolNotFoundError, did_you_mean
-from tiragent.tasks import Task
+from tiragent.tasks import TASK_NAMES, Task, is_task
 
 CHUNK = 1 << 20
 
@@ -57,11 +57,23 @@ def load_sources(path: str | Path | None = None) -> dict[str, Source]:
         raw = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as err:
         raise TirAgentError(f"{path}: cannot read the checkpoint manifest ({err})") from None
+    entries = raw.get("source", [])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise TirAgentError(f"{path}: 'source' must be an array of tables ([[source]] entries)")
+    fields = set(Source.__dataclass_fields__)
     sources = {}
-    for entry in raw.get("source", []):
+    for i, entry in enumerate(entries, start=1):
+        name = entry.get("name", f"number {i}")
         missing = [k for k in ("name", "task", "arch", "url", "sha256", "licence") if k not in entry]
         if missing:
-            raise TirAgentError(f"{path}: source {entry.get('name', '?')!r} lacks {', '.join(missing)}")
+            raise TirAgentError(f"{path}: source {name!r} lacks {', '.join(missing)}")
+        unknown = sorted(set(entry) - fields)
+        if unknown:
+            raise TirAgentError(f"{path}: source {name!r} has unknown field {', '.join(map(repr, unknown))}; fields: {', '.join(sorted(fields))}")
+        if not is_task(entry["task"]):
+            raise TirAgentError(f"{path}: source {name!r} has unknown task {entry['task']!r}; tasks: {', '.join(TASK_NAMES)}")
+        if entry.get("size") is not None and not isinstance(entry["size"], int):
+            raise TirAgentError(f"{path}: source {name!r} has a size that is not a whole number of bytes: {entry['size']!r}")
         sources[entry["name"]] = Source(**{**entry, "task": Task(entry["task"])})
     return sources
 

@@ -16,9 +16,9 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 from pydantic.fields import FieldInfo
 
-from tiragent.errors import ParameterError
-from tiragent.server.registry import ToolSpec, list_tools
-from tiragent.tasks import Task
+from tiragent.errors import ParameterError, ToolNotFoundError
+from tiragent.server.registry import Cost, ToolSpec, list_tools
+from tiragent.tasks import TASK_TOOL_META, Task
 
 TASK_SUMMARIES: dict[Task, str] = {
     Task.DENOISE: "Remove sensor noise (Gaussian or Poisson grain).",
@@ -32,20 +32,48 @@ TASK_SUMMARIES: dict[Task, str] = {
 }
 
 
-DEFAULT_MODELS: dict[Task, str] = {
-    # The best model of each task that is not high-cost, by docs/benchmarks/tools_mcmaster.md (McMaster)
-    # and docs/benchmarks/toolbox.md (CBSD68); on the dev benchmark the fixed policy gained with
-    # `hazenet` (20.99 dB against 20.61 with `cap`). Super-resolution keeps the classical tool that
-    # takes both scales; `srnet_x4` and `srnet_x2` are better at their own scale.
-    Task.DENOISE: "unet",
-    Task.MOTION_DEBLUR: "kernel_wiener",
-    Task.DEFOCUS_DEBLUR: "unet",
-    Task.DERAIN: "unet",
-    Task.DEHAZE: "hazenet",
-    Task.DEJPEG: "unet",
-    Task.SR: "backprojection",
-    Task.LOWLIGHT: "unet",
+DEFAULT_MODELS: dict[Task, tuple[str, ...]] = {
+    # Each task's default model, then the fallbacks when a model is missing (a damaged weights file):
+    # the best models that are not high-cost, by docs/benchmarks/tools_mcmaster.md (McMaster) and
+    # docs/benchmarks/toolbox.md (CBSD68). On the dev benchmark the fixed policy gained with `hazenet`
+    # (20.99 dB against 20.61 with `cap`). Super-resolution keeps the classical tool that takes both
+    # scales; `srnet_x4` and `srnet_x2` are better at their own scale. Past the list: the first
+    # model that is not high-cost.
+    Task.DENOISE: ("unet", "nlm"),
+    Task.MOTION_DEBLUR: ("kernel_wiener", "unet", "wiener"),
+    Task.DEFOCUS_DEBLUR: ("unet", "wiener"),
+    Task.DERAIN: ("unet", "opening"),
+    Task.DEHAZE: ("hazenet", "unet", "dcp"),
+    Task.DEJPEG: ("unet", "bilateral"),
+    Task.SR: ("backprojection", "lanczos"),
+    Task.LOWLIGHT: ("unet", "retinex"),
 }
+
+
+def default_model(task: Task, specs: list[ToolSpec]) -> str:
+    """The task's default among the models that are registered now."""
+    names = [s.name for s in specs]
+    if not names:
+        raise ToolNotFoundError(f"task {task.value!r} has no model registered")
+    preferred = [n for n in DEFAULT_MODELS.get(task, ()) if n in names]
+    affordable = [s.name for s in specs if s.cost != Cost.HIGH]
+    return (preferred or affordable or names)[0]
+
+
+def model_facts(spec: ToolSpec, default: str) -> dict[str, Any]:
+    """What a client needs to know of one model, as data (the task tool's ``_meta``)."""
+    if spec.descriptor is not None:
+        scale: int | None = spec.descriptor.scale
+    else:
+        scale = None if "scale" in spec.params.model_fields else 1  # None: the `scale` argument sets it
+    return {
+        "cost": spec.cost.value,
+        "device": spec.device,
+        "learned": spec.is_torch,
+        "scale": scale,
+        "default": spec.name == default,
+        "params": list(spec.params.model_fields),
+    }
 
 
 def _merged_fields(specs: list[ToolSpec]) -> dict[str, tuple[Any, str]]:
@@ -78,10 +106,11 @@ def task_tool_description(task: Task, specs: list[ToolSpec]) -> str:
 
 def build_task_tool(
     task: Task, run: Callable[..., Awaitable[Any]], context_type: type, returns: Any
-) -> tuple[Callable[..., Awaitable[Any]], str]:
-    """A tool function for ``task`` whose signature is the MCP schema; it calls ``run(ctx, spec, image_id, params)``."""
+) -> tuple[Callable[..., Awaitable[Any]], str, dict[str, Any]]:
+    """A tool function for ``task`` whose signature is the MCP schema, its description, and its ``_meta``
+    (per-model facts under ``TASK_TOOL_META``); the function calls ``run(ctx, spec, image_id, params)``."""
     specs = list_tools(task)
-    default = DEFAULT_MODELS.get(task, specs[0].name)
+    default = default_model(task, specs)
     specs.sort(key=lambda s: s.name != default)  # the default first, in the enum and the description
     names = tuple(s.name for s in specs)
     by_name = {s.name: s for s in specs}
@@ -123,4 +152,5 @@ def build_task_tool(
     tool.__signature__ = inspect.Signature(parameters, return_annotation=returns)  # type: ignore[attr-defined]
     tool.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": returns}
     tool.__name__ = task.value
-    return tool, task_tool_description(task, specs)
+    meta = {TASK_TOOL_META: {"task": task.value, "default": default, "models": {s.name: model_facts(s, default) for s in specs}}}
+    return tool, task_tool_description(task, specs), meta

@@ -60,7 +60,7 @@ def test_restore_errors(tmp_path, capsys):
 
 def test_a_server_that_dies_mid_run_gives_a_clear_error_and_keeps_finished_outputs(tmp_path, photos, monkeypatch):
     import uvicorn
-    from test_serve import free_port
+    from conftest import free_port
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(http_app(ServerConfig(roots=[tmp_path]), host="127.0.0.1", token=None, max_body_mb=16),

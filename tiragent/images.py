@@ -13,12 +13,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from tiragent.errors import ImageError
 
 DEFAULT_MAX_PIXELS = 16_000_000
 MIN_SIDE = 8
+EXIF_ORIENTATION = 0x0112
 
 # We enforce our own pixel limit before decoding; PIL's bomb check would warn first.
 Image.MAX_IMAGE_PIXELS = None
@@ -32,11 +33,14 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str
         with Image.open(io.BytesIO(data)) as header:
             width, height = header.size
             fmt = header.format
+            orientation = header.getexif().get(EXIF_ORIENTATION, 1)
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not a recognised image format ({len(data)} bytes)") from None
     except Exception as err:  # PIL raises many types for broken headers
         raise ImageError(f"{name}: corrupt image header ({err})") from None
     check_size(width, height, max_pixels=max_pixels, name=name)
+    if orientation not in (1, None):  # a camera's rotated photo: turned upright as viewers show it
+        return to_float_rgb(_decode_with_pil(data, name, upright=True), name=name)
 
     array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if array is None:
@@ -49,10 +53,12 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str
     return to_float_rgb(array, name=name)
 
 
-def _decode_with_pil(data: bytes, name: str) -> np.ndarray:
+def _decode_with_pil(data: bytes, name: str, upright: bool = False) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
+            if upright:
+                img = ImageOps.exif_transpose(img)
             if img.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "1"):
                 img = img.convert("RGBA" if "A" in img.mode or "transparency" in img.info else "RGB")
             return np.array(img)

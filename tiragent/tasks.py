@@ -38,6 +38,10 @@ DEGRADATION_OF_TASK: dict[Task, str] = {task: name for name, task in TASK_OF_DEG
 
 TASK_NAMES: tuple[str, ...] = tuple(t.value for t in Task)
 
+TASK_TOOL_META = "tir-agent/task"
+"""Key of a task tool's MCP ``_meta``: ``{"task", "default", "models": {name: {cost, device, learned, scale,
+default, params}}}``. Clients (the agent, the oracle, evaluation) read these facts as data, never from prose."""
+
 
 def is_task(name: str) -> bool:
     return name in Task._value2member_map_

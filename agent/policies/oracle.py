@@ -50,7 +50,7 @@ class OraclePolicy:
         models = observation.space.models[task]
         if self.include_high_cost:
             return models
-        cheap = [m for m in models if "(high cost)" not in _line(observation.space.descriptions[task], m)]
+        cheap = [m for m in models if observation.space.cost(task, m) != "high"]
         return cheap or models
 
     def _expand(self, observation: Observation, node: str) -> None:
@@ -75,7 +75,3 @@ class OraclePolicy:
 
     def final(self, observation: Observation) -> str:
         return max(self.scores, key=lambda i: self.scores[i])
-
-
-def _line(description: str, model: str) -> str:
-    return next((line for line in description.splitlines() if line.startswith(f"- {model} ")), "")

@@ -46,8 +46,19 @@ def register_weights(path: Path, cost: Cost, replace: bool = False) -> str:
     return f"{task}.{name}"
 
 
-for _stem, _cost in SHIPPED.items():
-    try:
-        register_weights(WEIGHTS_DIR / f"{_stem}.safetensors", _cost)
-    except WeightsError as _err:  # a damaged install loses that tool, not the server
-        log.warning("learned tool %s is not available: %s", _stem, _err)
+def register_shipped(weights_dir: Path = WEIGHTS_DIR) -> dict[str, str]:
+    """Register every shipped network found intact in ``weights_dir``; returns {file stem: why it is missing}.
+
+    A damaged or missing file loses that tool, not the server: the task's default falls to the next model.
+    """
+    missing = {}
+    for stem, cost in SHIPPED.items():
+        try:
+            register_weights(weights_dir / f"{stem}.safetensors", cost)
+        except WeightsError as err:
+            log.warning("learned tool %s is not available: %s", stem, err)
+            missing[stem] = str(err)
+    return missing
+
+
+register_shipped()
