@@ -13,9 +13,8 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import wraps
-from pathlib import Path
 from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
 import anyio
@@ -29,7 +28,8 @@ from pydantic import BaseModel, Field
 
 from tiragent import __version__
 from tiragent.errors import ImageError, TirAgentError
-from tiragent.images import DEFAULT_MAX_PIXELS, check_size, decode_image, encode_image
+from tiragent.images import check_size, decode_image, encode_image
+from tiragent.server.config import ServerConfig
 from tiragent.server.pool import ModelPool, PoolConfig
 from tiragent.server.registry import ToolSpec
 from tiragent.server.roots import PathPolicy
@@ -43,21 +43,6 @@ roots, or base64 data) to get an image_id; call one restoration tool per step (d
 motion_deblur, defocus_deblur, derain, dehaze, dejpeg, sr, lowlight), each taking an
 image_id and a model and returning a new image_id with a preview; judge the result with
 assess_quality; save the final image with save_image."""
-
-
-@dataclass
-class ServerConfig:
-    """Settings of one server process."""
-
-    roots: list[Path] = field(default_factory=lambda: [Path.cwd()], metadata={"help": "Folders the server may read images from."})
-    output_root: Path | None = field(default=None, metadata={"help": "The only folder save_image writes to; default: the first root."})
-    preview_size: int = field(default=512, metadata={"help": "Longest side of the preview returned with each result (0: no preview)."})
-    max_pixels: int = field(default=DEFAULT_MAX_PIXELS, metadata={"help": "Largest image accepted, in pixels."})
-    store_memory_mb: float = field(default=2048, metadata={"help": "Memory for stored images; older ones spill to disk."})
-    store_dir: Path | None = field(default=None, metadata={"help": "Spill folder for the image store; default: a temporary folder."})
-    progress_after_s: float = field(default=1.0, metadata={"help": "Send progress notifications for calls running longer than this."})
-    tools_config: Path | None = field(default=None, metadata={"help": "TOML file of user checkpoints to serve as extra tools (see server/checkpoints.py)."})
-    pool: PoolConfig = field(default_factory=PoolConfig)
 
 
 @dataclass
@@ -189,7 +174,8 @@ async def _run_restoration(ctx: Context, spec: ToolSpec, image_id: str, params: 
     return CallToolResult(content=content, structured_content=info.model_dump())
 
 
-def build_server(config: ServerConfig | None = None) -> MCPServer[AppState]:
+def build_server(config: ServerConfig | None = None, pool_config: PoolConfig | None = None) -> MCPServer[AppState]:
+    """The MCP server: ``config`` for the server itself, ``pool_config`` for the model pool its lifespan owns."""
     config = config or ServerConfig()
     paths = PathPolicy(list(config.roots), config.output_root)
     if config.tools_config is not None:
@@ -201,8 +187,8 @@ def build_server(config: ServerConfig | None = None) -> MCPServer[AppState]:
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
-        pool = ModelPool(config.pool)
-        store = ImageStore(config.store_memory_mb, config.store_dir)
+        pool = ModelPool(pool_config)
+        store = ImageStore(config.store_memory_mb, config.store_dir, config.store_disk_mb)
         try:
             yield AppState(config=config, pool=pool, store=store, paths=paths, started=time.time())
         finally:

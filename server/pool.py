@@ -39,7 +39,7 @@ class PoolConfig:
 
     device: str = field(default="auto", metadata={"help": "Where learned tools run: 'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:N'."})
     memory_budget_mb: float | None = field(
-        default=None, metadata={"help": "Memory for resident model weights; default 80% of GPU memory, or 2048 MB on the CPU."}
+        default=None, metadata={"help": "Memory for resident model weights; default: 0.8 of the GPU memory, or 2048 MB on the CPU."}
     )
     cpu_workers: int = field(default_factory=lambda: os.cpu_count() or 2, metadata={"help": "Classical tool calls that run at once."})
     process_workers: int = field(

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from tiragent.errors import TirAgentError
-from tiragent.server.app import ServerConfig, build_server
+from tiragent.server.app import build_server
+from tiragent.server.config import ServerConfig, TransportConfig
+from tiragent.server.pool import PoolConfig
 
 TOKEN_ENV = "TIR_AGENT_TOKEN"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -43,21 +45,24 @@ def read_token(token_file: Path | None) -> str | None:
     return os.environ.get(TOKEN_ENV) or None
 
 
-def http_app(config: ServerConfig, *, host: str, token: str | None, max_body_mb: float) -> Any:
+def http_app(
+    config: ServerConfig, *, host: str, token: str | None, max_body_mb: float, pool_config: PoolConfig | None = None
+) -> Any:
     """The Starlette app for streamable HTTP (at /mcp), wrapped in bearer auth when a token is set."""
     if host not in LOOPBACK and not token:
         raise TirAgentError(
             f"binding to {host} exposes the server beyond this machine: set a bearer token in ${TOKEN_ENV} or --token-file"
         )
-    app = build_server(config).streamable_http_app(host=host, max_request_body_size=int(max_body_mb * 2**20))
+    app = build_server(config, pool_config).streamable_http_app(host=host, max_request_body_size=int(max_body_mb * 2**20))
     return BearerAuth(app, token) if token else app
 
 
-def serve(config: ServerConfig, *, transport: str, host: str, port: int, token: str | None, max_body_mb: float) -> None:
-    if transport == "stdio":
-        build_server(config).run("stdio")
+def serve(config: ServerConfig, pool_config: PoolConfig, transport: TransportConfig) -> None:
+    if transport.transport == "stdio":
+        build_server(config, pool_config).run("stdio")
         return
     import uvicorn
 
-    app = http_app(config, host=host, token=token, max_body_mb=max_body_mb)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    token = read_token(transport.token_file)
+    app = http_app(config, host=transport.host, token=token, max_body_mb=transport.max_body_mb, pool_config=pool_config)
+    uvicorn.run(app, host=transport.host, port=transport.port, log_level="warning")

@@ -3,7 +3,9 @@
 Images are float32 RGB arrays; an image's id is a hash of its pixels, so storing the
 same result twice costs nothing and ids are stable across sessions. The store keeps the
 most recently used images in memory up to a byte budget and spills the rest to disk
-(``.npy``, exact), from where they are read back on demand.
+(``.npy``, exact), from where they are read back on demand. The spill folder has its own
+byte budget: past it, the least recently used spilled images are deleted, and a later call
+on one of their ids says that the image expired.
 """
 
 from __future__ import annotations
@@ -44,19 +46,31 @@ def image_id_for(image: np.ndarray, *, secure: bool = False) -> str:
     return "img_" + digest.hexdigest()[:24]
 
 
+EXPIRED_IDS_KEPT = 1_000_000
+"""How many deleted ids the store remembers, to tell 'expired' from 'never existed' (about 100 MB at most)."""
+
+
 class ImageStore:
     """Thread-safe; ``put`` and ``get`` may touch the disk, so call them off the event loop for big images."""
 
-    def __init__(self, memory_budget_mb: float = 1024, spill_dir: str | Path | None = None) -> None:
+    def __init__(self, memory_budget_mb: float = 1024, spill_dir: str | Path | None = None, disk_budget_mb: float = 10240) -> None:
         self.budget_bytes = int(memory_budget_mb * 2**20)
+        self.disk_budget_bytes = int(disk_budget_mb * 2**20)
         self._tmp = None if spill_dir is not None else tempfile.TemporaryDirectory(prefix="tir-agent-store-")
         self.spill_dir = Path(spill_dir if spill_dir is not None else self._tmp.name)  # type: ignore[union-attr]
         self.spill_dir.mkdir(parents=True, exist_ok=True)
         self._memory: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._on_disk: set[str] = {p.stem for p in self.spill_dir.glob("img_*.npy")}
+        # spilled images, least recently used first, with their file sizes (a reused folder: oldest file first)
+        found = sorted(self.spill_dir.glob("img_*.npy"), key=lambda p: p.stat().st_mtime)
+        self._on_disk: OrderedDict[str, int] = OrderedDict((p.stem, p.stat().st_size) for p in found)
+        self._expired: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
         self.memory_bytes = 0
+        self.disk_bytes = sum(self._on_disk.values())
         self.spills = 0
+        self.deleted = 0
+        with self._lock:
+            self._trim_disk()
 
     def __contains__(self, image_id: str) -> bool:
         with self._lock:
@@ -64,7 +78,7 @@ class ImageStore:
 
     def __len__(self) -> int:
         with self._lock:
-            return len(set(self._memory) | self._on_disk)
+            return len(set(self._memory) | set(self._on_disk))
 
     def put(self, image: np.ndarray) -> StoredImage:
         image = np.ascontiguousarray(image, dtype=np.float32)
@@ -74,6 +88,7 @@ class ImageStore:
             if image_id in self._memory or image_id in self._on_disk:
                 if not np.array_equal(self._load(image_id), image):  # a fast-hash collision: never alias two images
                     image_id = image_id_for(image, secure=True)
+            self._expired.pop(image_id, None)
             if image_id in self._memory:
                 self._memory.move_to_end(image_id)
             else:
@@ -87,10 +102,16 @@ class ImageStore:
             if image_id in self._memory:
                 self._memory.move_to_end(image_id)
                 return self._memory[image_id]
+            if image_id in self._expired:
+                raise UnknownImageError(
+                    f"image_id {image_id!r} has expired: the store deleted it to stay within its disk budget "
+                    "(--store-disk-mb); load the image again, or restore it again from an earlier id"
+                )
             if image_id not in self._on_disk:
                 raise UnknownImageError(
                     f"unknown image_id {image_id!r}: load the image with load_image first (ids come from load_image and restoration results)"
                 )
+            self._on_disk.move_to_end(image_id)
             image = self._load(image_id)
             self._memory[image_id] = image
             self.memory_bytes += image.nbytes
@@ -112,18 +133,38 @@ class ImageStore:
             image = self._memory.pop(oldest)
             self.memory_bytes -= image.nbytes
             if oldest not in self._on_disk:
-                np.save(self.spill_dir / f"{oldest}.npy", image)
-                self._on_disk.add(oldest)
+                path = self.spill_dir / f"{oldest}.npy"
+                np.save(path, image)
+                self._on_disk[oldest] = path.stat().st_size
+                self.disk_bytes += self._on_disk[oldest]
                 self.spills += 1
+        self._trim_disk()
+
+    def _trim_disk(self) -> None:
+        """Delete the least recently used spilled images past the disk budget (never one held in memory)."""
+        for image_id in list(self._on_disk):
+            if self.disk_bytes <= self.disk_budget_bytes:
+                return
+            if image_id in self._memory:
+                continue
+            self.disk_bytes -= self._on_disk.pop(image_id)
+            (self.spill_dir / f"{image_id}.npy").unlink(missing_ok=True)
+            self.deleted += 1
+            self._expired[image_id] = None
+            if len(self._expired) > EXPIRED_IDS_KEPT:
+                self._expired.popitem(last=False)
 
     def stats(self) -> dict[str, float]:
         with self._lock:
             return {
-                "images": len(set(self._memory) | self._on_disk),
+                "images": len(set(self._memory) | set(self._on_disk)),
                 "in_memory": len(self._memory),
                 "memory_mb": self.memory_bytes / 2**20,
                 "on_disk": len(self._on_disk),
+                "disk_mb": self.disk_bytes / 2**20,
+                "disk_budget_mb": self.disk_budget_bytes / 2**20,
                 "spills": self.spills,
+                "deleted": self.deleted,
             }
 
     def close(self) -> None:

@@ -58,3 +58,23 @@ def test_demo_restores_the_bundled_example_with_the_agent(tmp_path, capsys):
     assert read_image(tmp_path / "demo" / "restored.png").shape == (320, 320, 3)
     trajectory = json.loads((tmp_path / "demo" / "trajectory.json").read_text())
     assert trajectory["policy"] == "exhaustive" and trajectory["tool_calls"] == len(trajectory["steps"]) >= 2
+
+
+def test_serve_flags_come_from_the_config_dataclasses():
+    import dataclasses
+    from pathlib import Path
+
+    from tiragent.cli import build_parser, from_args
+    from tiragent.server.config import ServerConfig, TransportConfig
+    from tiragent.server.pool import PoolConfig
+
+    parser = build_parser()
+    args = parser.parse_args(["serve", "--store-disk-mb", "5", "--no_half_precision", "--roots", "a", "b", "--transport", "http", "--cpu-workers", "3"])
+    server, pool, transport = from_args(ServerConfig, args), from_args(PoolConfig, args), from_args(TransportConfig, args)
+    assert server.store_disk_mb == 5 and server.roots == [Path("a"), Path("b")]
+    assert pool.half_precision is False and pool.cpu_workers == 3 and transport.transport == "http"
+    assert from_args(ServerConfig, parser.parse_args(["serve"])).preview_size == ServerConfig().preview_size
+    serve_help = next(a for a in parser._subparsers._group_actions[0].choices["serve"]._actions if a.dest == "store_disk_mb").help
+    assert serve_help.startswith(dataclasses.fields(ServerConfig)[[f.name for f in dataclasses.fields(ServerConfig)].index("store_disk_mb")].metadata["help"])
+    with pytest.raises(SystemExit):
+        parser.parse_args(["serve", "--transport", "carrier-pigeon"])

@@ -131,8 +131,8 @@ def recording_tool():
 
 
 async def test_four_clients_with_32_concurrent_calls_each_share_batches(root, recording_tool):
-    config = ServerConfig(roots=[root], preview_size=0, pool=PoolConfig(max_batch_size=32, batch_wait_ms=30))
-    async with running(http_app(config, host="127.0.0.1", token=None, max_body_mb=4)) as url:
+    config, pool_config = ServerConfig(roots=[root], preview_size=0), PoolConfig(max_batch_size=32, batch_wait_ms=30)
+    async with running(http_app(config, host="127.0.0.1", token=None, max_body_mb=4, pool_config=pool_config)) as url:
         results: dict[int, list] = {}
 
         async def one_client(index: int) -> None:

@@ -53,3 +53,33 @@ def test_a_fast_hash_collision_never_aliases_two_images(tmp_path, monkeypatch):
     assert first.image_id == "img_same" and second.image_id.startswith("img_s") and second.image_id != "img_same"
     assert store.get(first.image_id)[0, 0, 0] == pytest.approx(0.1)
     assert store.get(second.image_id)[0, 0, 0] == pytest.approx(0.9)
+
+
+def test_the_spill_folder_stays_within_its_disk_budget(tmp_path):
+    file_kb = 48 + 0.125  # a 64x64x3 float32 .npy: 48 KB of pixels and a 128-byte header
+    store = ImageStore(memory_budget_mb=0.1, spill_dir=tmp_path, disk_budget_mb=4 * file_kb / 1024)  # 2 in memory, 4 on disk
+    ids = [store.put(img(v / 100)).image_id for v in range(6)]
+    assert store.stats()["deleted"] == 0
+    store.get(ids[0])  # read back from disk: now the most recently used, so it outlives images 1 and 2
+    for v in range(6, 8):
+        store.put(img(v / 100))
+    files = list(tmp_path.glob("img_*.npy"))
+    assert sum(f.stat().st_size for f in files) <= 4 * file_kb * 1024 and len(files) == 4
+    stats = store.stats()
+    assert stats["deleted"] == 2 and stats["disk_mb"] <= stats["disk_budget_mb"]
+    assert np.array_equal(store.get(ids[0]), img(0.0))
+    for gone in ids[1:3]:
+        with pytest.raises(UnknownImageError, match=f"image_id '{gone}' has expired.*disk budget"):
+            store.get(gone)
+    with pytest.raises(UnknownImageError, match="unknown image_id 'img_never'"):
+        store.get("img_never")
+    assert store.put(img(0.01)).image_id == ids[1] and np.array_equal(store.get(ids[1]), img(0.01))  # an expired image may come back
+
+
+def test_a_reused_spill_folder_is_trimmed_to_the_budget_at_start(tmp_path):
+    store = ImageStore(memory_budget_mb=0.05, spill_dir=tmp_path)
+    for v in range(6):
+        store.put(img(v / 10))
+    assert len(list(tmp_path.glob("img_*.npy"))) == 5
+    ImageStore(spill_dir=tmp_path, disk_budget_mb=0.1)
+    assert len(list(tmp_path.glob("img_*.npy"))) == 2

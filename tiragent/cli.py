@@ -10,9 +10,13 @@ import sys
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from transformers import HfArgumentParser
 
 from tiragent.errors import TirAgentError
+
+T = TypeVar("T")
 
 
 def _parse_value(text: str) -> Any:
@@ -101,8 +105,7 @@ def cmd_tools_train(args: argparse.Namespace) -> int:
     from tiragent.train.tool_recipes import ToolTrainConfig
     from tiragent.train.tool_trainer import train_tool
 
-    config = ToolTrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ToolTrainConfig)})
-    card = train_tool(config)
+    card = train_tool(from_args(ToolTrainConfig, args))
     print(json.dumps(card, indent=2))
     return 0
 
@@ -135,18 +138,9 @@ def cmd_tools_download(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One option per dataclass field, with the field's help; fields without a default are required."""
-    for f in dataclasses.fields(cls):
-        flag = "--" + f.name.replace("_", "-")
-        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "str")
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        default = None if required else f.default
-        if kind == "bool":
-            parser.add_argument(flag, dest=f.name, action="store_true", help=f.metadata.get("help", "").replace("%", "%%"))
-            continue
-        convert = Path if "Path" in kind else int if kind.startswith("int") else float if kind.startswith("float") else str
-        parser.add_argument(flag, dest=f.name, type=convert, default=default, required=required, help=f.metadata.get("help", "").replace("%", "%%"))
+def from_args(cls: type[T], args: argparse.Namespace) -> T:
+    """A config dataclass from the parsed flags that ``HfArgumentParser`` derived from its fields."""
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if f.init})  # type: ignore[call-arg]
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
@@ -161,22 +155,11 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from tiragent.server.app import ServerConfig
+    from tiragent.server.config import ServerConfig, TransportConfig
     from tiragent.server.pool import PoolConfig
-    from tiragent.server.serve import read_token, serve
+    from tiragent.server.serve import serve
 
-    config = ServerConfig(
-        roots=args.roots or [Path.cwd()],
-        output_root=args.output_root,
-        preview_size=args.preview_size,
-        max_pixels=args.max_pixels,
-        store_memory_mb=args.store_memory_mb,
-        store_dir=args.store_dir,
-        tools_config=args.tools_config,
-        pool=PoolConfig(device=args.device),
-    )
-    token = read_token(args.token_file)
-    serve(config, transport=args.transport, host=args.host, port=args.port, token=token, max_body_mb=args.max_body_mb)
+    serve(from_args(ServerConfig, args), from_args(PoolConfig, args), from_args(TransportConfig, args))
     return 0
 
 
@@ -243,7 +226,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tir-agent", description="Agentic image restoration: tools, degradations, metrics and benchmarks.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    # Every subcommand's parser is an HfArgumentParser: those given config dataclasses derive their flags from the fields.
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=HfArgumentParser)
 
     p = sub.add_parser("degrade", help="apply degradations to an image, in the given order")
     p.add_argument("image", type=Path)
@@ -284,10 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=int, default=16_000_000)
     p.set_defaults(func=cmd_tools_run)
 
-    p = tools.add_parser("train", help="train one of the project's restoration networks on clean images")
     from tiragent.train.tool_recipes import ToolTrainConfig
 
-    add_dataclass_arguments(p, ToolTrainConfig)
+    p = tools.add_parser("train", help="train one of the project's restoration networks on clean images", dataclass_types=[ToolTrainConfig])
     p.set_defaults(func=cmd_tools_train)
     p = tools.add_parser("recipes", help="list the learned tools that `tools train` can train")
     p.set_defaults(func=cmd_tools_recipes)
@@ -307,20 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", help="comma-separated names (default: all that apply)")
     p.set_defaults(func=cmd_metrics)
 
-    p = sub.add_parser("serve", help="run the MCP tool server (stdio or streamable HTTP)")
-    p.add_argument("--transport", choices=["stdio", "http"], default="stdio")
-    p.add_argument("--host", default="127.0.0.1", help="HTTP bind address; anything but loopback needs a bearer token")
-    p.add_argument("--port", type=int, default=8765)
-    p.add_argument("--roots", type=Path, nargs="+", metavar="DIR", help="folders images may be loaded from (default: the current folder)")
-    p.add_argument("--output-root", type=Path, help="the only folder save_image writes to (default: the first root)")
-    p.add_argument("--token-file", type=Path, help="file holding the HTTP bearer token (default: $TIR_AGENT_TOKEN)")
-    p.add_argument("--max-body-mb", type=float, default=64.0, help="largest HTTP request body (base64 images), MB")
-    p.add_argument("--preview-size", type=int, default=512, help="longest side of result previews; 0 disables them")
-    p.add_argument("--max-pixels", type=int, default=16_000_000)
-    p.add_argument("--store-memory-mb", type=float, default=2048.0)
-    p.add_argument("--store-dir", type=Path, help="spill folder of the image store (default: a temporary folder)")
-    p.add_argument("--tools-config", type=Path, help="TOML file mapping tool names and tasks to user checkpoints (spandrel)")
-    p.add_argument("--device", default="auto")
+    from tiragent.server.config import ServerConfig, TransportConfig
+    from tiragent.server.pool import PoolConfig
+
+    p = sub.add_parser("serve", help="run the MCP tool server (stdio or streamable HTTP)", dataclass_types=[TransportConfig, ServerConfig, PoolConfig])
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("restore", help="restore an image or a folder with an agent over MCP")

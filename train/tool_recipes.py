@@ -183,7 +183,7 @@ class ToolTrainConfig:
     batch_size: int = field(default=8, metadata={"help": "Crops per step."})
     workers: int = field(default=0, metadata={"help": "Processes that prepare batches ahead of the training steps (0: in the training process); batches stay the same."})
     patch_size: int | None = field(default=None, metadata={"help": "Side of the clean crops (default: the recipe's)."})
-    lr: float = field(default=1e-3, metadata={"help": "Peak learning rate (AdamW; warm-up, then cosine to 1%)."})
+    lr: float = field(default=1e-3, metadata={"help": "Peak learning rate (AdamW; warm-up, then cosine down to 0.01 of it)."})
     seed: int = field(default=0, metadata={"help": "Seed of the weights and of every batch."})
     device: str = field(default="auto", metadata={"help": "cuda, cpu or auto."})
     resume: bool = field(default=False, metadata={"help": "Continue from the run folder's last checkpoint; with a larger --steps, train on (the schedule restarts)."})
