@@ -114,8 +114,12 @@ class ToolSession:
         data = base64.b64encode(encode_image(image, "png")).decode()
         return (await self._call("load_image", {"data": data})).structured_content["image_id"]
 
-    async def fetch(self, image_id: str) -> np.ndarray:
-        result = await self._call("get_image", {"image_id": image_id, "format": "png"})
+    async def fetch(self, image_id: str, max_side: int | None = None) -> np.ndarray:
+        """The image, at full resolution or with its longest side at most ``max_side`` (downscaled by the server)."""
+        arguments: dict[str, Any] = {"image_id": image_id, "format": "png"}
+        if max_side is not None:
+            arguments["max_side"] = max_side
+        result = await self._call("get_image", arguments)
         return decode_image(base64.b64decode(result.content[0].data), max_pixels=1 << 40, name=image_id)
 
     async def apply(self, action: Action, image_id: str) -> ToolResult:

@@ -4,16 +4,25 @@
 residual CNN) at 256x256. The naive executor runs each call on its own, in arrival order,
 off the event loop; the pool batches same-shape inputs. Both use the same module.
 
-    python benchmarks/pool_throughput.py [--calls 256] [--callers 64] [--size 256]
+Every measurement runs in a fresh process, the rows interleaved. In one process, torch
+code issued from a second thread runs about 30% slower than from the first (each thread
+gets its own OpenMP team, and an idle team's threads spin on the same two cores), which
+made whichever executor ran second look slow.
+
+    python benchmarks/pool_throughput.py [--calls 256] [--callers 64] [--size 256] [--repeats 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -96,25 +105,38 @@ async def drive(call, images: list[np.ndarray], callers: int) -> dict[str, float
     }
 
 
-async def run(args: argparse.Namespace) -> dict:
-    """Every executor runs ``repeats`` times, interleaved; each row reports its median run."""
+NAIVE_SETTINGS = (("naive, as usually written (NCHW)", False), ("naive, channels-last like the pool", True))
+
+
+async def measure(args: argparse.Namespace, row: str) -> dict[str, float]:
+    """One run of one executor (in this process, which should be fresh)."""
     rng = np.random.default_rng(0)
     images = [rng.random((args.size, args.size, 3), dtype=np.float32) for _ in range(args.calls)]
     warm = images[:4]
+    naive = dict(NAIVE_SETTINGS)
+    if row in naive:
+        executor = NaiveExecutor(naive[row])
+        for image in warm:
+            await executor.call(image)
+        return await drive(executor.call, images, args.callers)
+    cap = dict(POOL_SETTINGS)[row]
+    async with ModelPool(PoolConfig(max_batch_size=cap, batch_wait_ms=5)) as pool:
+        await asyncio.gather(*(pool.call("denoise.bench_cnn", image) for image in warm))
+        before = pool.stats()["tools"]["denoise.bench_cnn"]["batches"]
+        result = await drive(lambda image: pool.call("denoise.bench_cnn", image), images, args.callers)
+        result["mean_batch_size"] = args.calls / max(1, pool.stats()["tools"]["denoise.bench_cnn"]["batches"] - before)
+    return result
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Every row runs ``repeats`` times, interleaved, each in a fresh process; a row reports its median run."""
+    rows = [label for label, _ in NAIVE_SETTINGS] + [label for label, _ in POOL_SETTINGS]
     runs: dict[str, list[dict[str, float]]] = {}
     for _ in range(args.repeats):
-        for label, channels_last in (("naive, as usually written (NCHW)", False), ("naive, channels-last like the pool", True)):
-            naive = NaiveExecutor(channels_last)
-            for image in warm:
-                await naive.call(image)
-            runs.setdefault(label, []).append(await drive(naive.call, images, args.callers))
-        for label, cap in POOL_SETTINGS:
-            async with ModelPool(PoolConfig(max_batch_size=cap, batch_wait_ms=5)) as pool:
-                await asyncio.gather(*(pool.call("denoise.bench_cnn", image) for image in warm))
-                before = pool.stats()["tools"]["denoise.bench_cnn"]["batches"]
-                result = await drive(lambda image: pool.call("denoise.bench_cnn", image), images, args.callers)
-                result["mean_batch_size"] = args.calls / max(1, pool.stats()["tools"]["denoise.bench_cnn"]["batches"] - before)
-                runs.setdefault(label, []).append(result)
+        for i, label in enumerate(rows):
+            command = [sys.executable, __file__, "--row", str(i), "--calls", str(args.calls), "--callers", str(args.callers), "--size", str(args.size)]
+            out = subprocess.run(command, capture_output=True, text=True, check=True, cwd=Path(__file__).parent)
+            runs.setdefault(label, []).append(json.loads(out.stdout.strip().splitlines()[-1]))
     return {label: sorted(rs, key=lambda r: r["calls_per_s"])[len(rs) // 2] for label, rs in runs.items()}
 
 
@@ -131,13 +153,18 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=256)
     parser.add_argument("--callers", type=int, default=64)
     parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--row", type=int, help=argparse.SUPPRESS)  # internal: measure one row in this process
     args = parser.parse_args()
-    results = asyncio.run(run(args))
+    if args.row is not None:
+        rows = [label for label, _ in NAIVE_SETTINGS] + [label for label, _ in POOL_SETTINGS]
+        print(json.dumps(asyncio.run(measure(args, rows[args.row]))))
+        return
+    results = run(args)
     base = results["naive, channels-last like the pool"]["calls_per_s"]
     lines = [
         f"{args.callers} concurrent callers, {args.calls} calls, {args.size}x{args.size} RGB, ResidualCNN (5 x 16-channel 3x3 convs), float32; "
-        f"median of {args.repeats} interleaved runs per row.\n",
+        f"median of {args.repeats} interleaved runs per row, each in a fresh process.\n",
         "| executor | calls/s | vs naive channels-last | p50 latency (ms) | p99 latency (ms) | mean batch |",
         "|---|---:|---:|---:|---:|---:|",
     ]

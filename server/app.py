@@ -110,14 +110,20 @@ def state_of(ctx: Context) -> AppState:
     return ctx.request_context.lifespan_context
 
 
+def fit(image: np.ndarray, longest: int | None) -> np.ndarray:
+    """The image with its longest side at most ``longest`` (area interpolation), or unchanged."""
+    h, w = image.shape[:2]
+    if longest is None or max(h, w) <= longest:
+        return image
+    scale = longest / max(h, w)
+    return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+
+
 def preview_content(image: np.ndarray, size: int) -> list[ImageContent]:
+    """Blocking (resizing and PNG encoding): call it from a worker thread."""
     if size <= 0:
         return []
-    h, w = image.shape[:2]
-    scale = size / max(h, w)
-    if scale < 1:
-        image = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-    data = base64.b64encode(encode_image(image, "png")).decode()
+    data = base64.b64encode(encode_image(fit(image, size), "png")).decode()
     return [ImageContent(type="image", data=data, mime_type="image/png")]
 
 
@@ -170,7 +176,8 @@ async def _run_restoration(ctx: Context, spec: ToolSpec, image_id: str, params: 
         queue_wait_seconds=round(result.queue_wait_s, 4),
     )
     summary = f"{spec.key}: {image_id} -> {stored.image_id} ({stored.width}x{stored.height}, {result.run_s:.2f} s)"
-    content = [TextContent(type="text", text=summary), *preview_content(result.image, state.config.preview_size)]
+    preview = await anyio.to_thread.run_sync(preview_content, result.image, state.config.preview_size)
+    content = [TextContent(type="text", text=summary), *preview]
     return CallToolResult(content=content, structured_content=info.model_dump())
 
 
@@ -229,7 +236,8 @@ def build_server(config: ServerConfig | None = None, pool_config: PoolConfig | N
         stored = await anyio.to_thread.run_sync(state.store.put, image)
         info = ImageInfo(image_id=stored.image_id, width=stored.width, height=stored.height)
         text = TextContent(type="text", text=f"loaded {name} as {stored.image_id} ({stored.width}x{stored.height})")
-        return CallToolResult(content=[text, *preview_content(image, state.config.preview_size)], structured_content=info.model_dump())
+        preview = await anyio.to_thread.run_sync(preview_content, image, state.config.preview_size)
+        return CallToolResult(content=[text, *preview], structured_content=info.model_dump())
 
     @tool(annotations=ToolAnnotations(read_only_hint=True))
     @reports_errors
@@ -237,10 +245,14 @@ def build_server(config: ServerConfig | None = None, pool_config: PoolConfig | N
         ctx: Context,
         image_id: Annotated[str, Field(description="Id of a stored image.")],
         format: Annotated[Literal["png", "jpeg", "webp"], Field(description="Encoding of the returned image.")] = "png",
+        max_side: Annotated[
+            int | None, Field(ge=8, description="Longest side of the returned image: larger images are downscaled (area interpolation); default: full resolution.")
+        ] = None,
     ) -> Annotated[CallToolResult, ImageInfo]:
-        """Return a stored image at full resolution."""
+        """Return a stored image, at full resolution or downscaled to the size the client needs; width and height are those of the returned image."""
         state = state_of(ctx)
         image = await anyio.to_thread.run_sync(state.store.get, image_id)
+        image = await anyio.to_thread.run_sync(fit, image, max_side)
         data = await anyio.to_thread.run_sync(lambda: base64.b64encode(encode_image(image, format)).decode())
         info = ImageInfo(image_id=image_id, width=image.shape[1], height=image.shape[0])
         mime = "image/jpeg" if format == "jpeg" else f"image/{format}"

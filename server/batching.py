@@ -2,7 +2,9 @@
 
 Callers ``await f(item)`` one item at a time; the decorated ``async def f(self, items)``
 receives up to ``max_batch_size`` items gathered within ``batch_wait_timeout_s`` of the
-first, and returns one result per item in the same order. If it raises, every caller
+first, and returns one result per item in the same order. Up to ``max_concurrent_batches``
+batches are handed to the handler at once (as in Ray Serve): with 2, the next batch is
+formed and waiting while one runs, so a device thread never idles between batches. If it raises, every caller
 in that batch gets the exception (as in Ray); it may also return an exception instance
 at a position, which fails that one caller alone. A caller cancelled while waiting is
 dropped before its batch runs.
@@ -37,12 +39,16 @@ class BatchQueue(Generic[T, R]):
         *,
         max_batch_size: int = 8,
         batch_wait_timeout_s: float = 0.005,
+        max_concurrent_batches: int = 1,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, not {max_batch_size}")
+        if max_concurrent_batches < 1:
+            raise ValueError(f"max_concurrent_batches must be at least 1, not {max_concurrent_batches}")
         self.handler = handler
         self.max_batch_size = max_batch_size
         self.batch_wait_timeout_s = batch_wait_timeout_s
+        self.max_concurrent_batches = max_concurrent_batches
         self._queue: asyncio.Queue[_Pending[T]] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -80,31 +86,49 @@ class BatchQueue(Generic[T, R]):
         return [p for p in batch if not p.future.done()]
 
     async def _run(self, queue: asyncio.Queue[_Pending[T]]) -> None:
-        while True:
-            batch = await self._collect(queue)
-            if not batch:
-                continue
-            try:
-                results = await self.handler([p.item for p in batch])
-                if len(results) != len(batch):
-                    raise RuntimeError(f"batch handler returned {len(results)} results for {len(batch)} inputs")
-            except asyncio.CancelledError:
-                for p in batch:
-                    if not p.future.done():
-                        p.future.cancel()
-                raise
-            except Exception as err:  # noqa: BLE001 - forwarded to every caller of the batch
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(err)
-                continue
-            for p, result in zip(batch, results):
-                if p.future.done():
+        slots = asyncio.Semaphore(self.max_concurrent_batches)
+        running: set[asyncio.Task[None]] = set()
+
+        def finished(task: asyncio.Task[None]) -> None:
+            running.discard(task)
+            slots.release()
+
+        try:
+            while True:
+                await slots.acquire()
+                batch = await self._collect(queue)
+                if not batch:
+                    slots.release()
                     continue
-                if isinstance(result, BaseException):
-                    p.future.set_exception(result)
-                else:
-                    p.future.set_result(result)
+                task = asyncio.get_running_loop().create_task(self._handle(batch), name="batch")
+                running.add(task)
+                task.add_done_callback(finished)
+        finally:
+            for task in list(running):
+                task.cancel()
+
+    async def _handle(self, batch: list[_Pending[T]]) -> None:
+        try:
+            results = await self.handler([p.item for p in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"batch handler returned {len(results)} results for {len(batch)} inputs")
+        except asyncio.CancelledError:
+            for p in batch:
+                if not p.future.done():
+                    p.future.cancel()
+            raise
+        except Exception as err:  # noqa: BLE001 - forwarded to every caller of the batch
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(err)
+            return
+        for p, result in zip(batch, results):
+            if p.future.done():
+                continue
+            if isinstance(result, BaseException):
+                p.future.set_exception(result)
+            else:
+                p.future.set_result(result)
 
     async def aclose(self) -> None:
         if self._worker is not None:

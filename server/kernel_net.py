@@ -39,6 +39,7 @@ class MotionKernelNetConfig:
     multiple_of = 1
     tile_size = None  # one kernel for the whole frame
     supports_half = False
+    cpu_step = True  # the network estimates the axis on the device; the kernel choice and deconvolution run on a CPU thread
 
 
 def normalised_gradients(x: torch.Tensor) -> torch.Tensor:
@@ -85,9 +86,18 @@ class MotionKernelNet(nn.Module):
         return wiener_deconvolve(image, kernel, c.nsr)
 
     @torch.no_grad()
+    def device_step(self, x: torch.Tensor) -> torch.Tensor:
+        """The pool's device part: per image the blur axis in degrees, ``N x 1``."""
+        return torch.tensor(self.axes(x), dtype=torch.float32).unsqueeze(1)
+
+    def cpu_step(self, image: np.ndarray, estimate: np.ndarray) -> np.ndarray:
+        """The pool's CPU part: the kernel along the estimated axis, and Wiener deconvolution (numpy)."""
+        return self.deblur(image, float(estimate[0]))
+
+    @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         images = x.float().permute(0, 2, 3, 1).cpu().numpy()
-        out = [self.deblur(np.ascontiguousarray(img), axis) for img, axis in zip(images, self.axes(x))]
+        out = [self.cpu_step(np.ascontiguousarray(img), est) for img, est in zip(images, self.device_step(x).numpy())]
         return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).to(x)
 
     def training_loss(self, degraded: torch.Tensor, clean: torch.Tensor, params: list[dict[str, Any]]) -> torch.Tensor:

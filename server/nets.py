@@ -163,6 +163,7 @@ def descriptor(config: NetConfig) -> ModelDescriptor:
         tiling="supported" if config.tile_size is not None else "internal",
         supports_half=config.supports_half,
         supports_bfloat16=config.supports_half,
+        cpu_step=getattr(config, "cpu_step", False),
     )
 
 

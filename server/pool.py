@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
+import math
 import os
 import time
 from collections import Counter, OrderedDict, deque
@@ -49,6 +49,9 @@ class PoolConfig:
         default=None, metadata={"help": "Cap on batch size; default: each model's own on a GPU, 1 on the CPU (measured: batches are slower per image on CPUs, see docs/benchmarks/pool_throughput.md)."}
     )
     batch_wait_ms: float = field(default=5.0, metadata={"help": "How long a batch waits for more inputs after its first."})
+    concurrent_batches: int = field(
+        default=2, metadata={"help": "Batches of one model handed to the device at once: with 2, the next is ready when one ends (no idle device between batches)."}
+    )
     timeout_s: float = field(
         default=300.0,
         metadata={"help": "Default per-call time limit in seconds. A timed-out classical tool's thread finishes its work, but its result is dropped."},
@@ -175,6 +178,17 @@ class ModelCache:
 
 
 @dataclass
+class CpuStep:
+    """What the device returns for a ``cpu_step`` model: the estimate of one image and the CPU function that finishes it."""
+
+    estimate: np.ndarray
+    step: Any
+
+    def finish(self, image: np.ndarray) -> np.ndarray:
+        return self.step(image, self.estimate)
+
+
+@dataclass
 class _Piece:
     """One model input: a whole (padded) image or one tile of it."""
 
@@ -184,8 +198,8 @@ class _Piece:
     batch_size: int = 0
 
     @property
-    def group(self) -> tuple[tuple[int, ...], str]:
-        return self.array.shape, json.dumps(self.params.model_dump(), sort_keys=True)
+    def group(self) -> tuple[tuple[int, ...], ToolParams]:
+        return self.array.shape, self.params  # parameter models are frozen, so hashable and comparable
 
 
 class ModelPool:
@@ -313,7 +327,10 @@ class ModelPool:
                 return await asyncio.get_running_loop().run_in_executor(self._device, self._forward_groups, spec, pieces)
 
             self._queues[spec.key] = BatchQueue(
-                handler, max_batch_size=max(1, min(cap, spec.descriptor.max_batch_size)), batch_wait_timeout_s=self.config.batch_wait_ms / 1000
+                handler,
+                max_batch_size=max(1, min(cap, spec.descriptor.max_batch_size)),
+                batch_wait_timeout_s=self.config.batch_wait_ms / 1000,
+                max_concurrent_batches=self.config.concurrent_batches,
             )
         return self._queues[spec.key]
 
@@ -333,8 +350,15 @@ class ModelPool:
             ph, pw = d.padded(h, w)
             crops = [pad_to(image, ph, pw)]
         pieces = [_Piece(c, params) for c in crops]
-        results = await asyncio.gather(*(queue.submit(p) for p in pieces))
+        if len(pieces) == 1:  # the common case: no task per piece
+            results = [await queue.submit(pieces[0])]
+        else:
+            results = await asyncio.gather(*(queue.submit(p) for p in pieces))
         wait = max(p.started for p in pieces) - submitted
+        if d.cpu_step:  # the numpy part runs on the CPU threads, off the shared device
+            loop = asyncio.get_running_loop()
+            results = await asyncio.gather(*(loop.run_in_executor(self._cpu, r.finish, p.array) for r, p in zip(results, pieces)))
+            results = [_check_output(spec, r) for r in results]
         outputs = [r[: t.height * d.scale, : t.width * d.scale] for r, t in zip(results, tiles)]
         if len(tiles) == 1:
             out = np.ascontiguousarray(outputs[0])
@@ -371,16 +395,25 @@ class ModelPool:
 
         module = self.cache.get(spec)
         dtype = next(module.parameters(), torch.empty(0)).dtype
-        batch = torch.from_numpy(np.stack([p.array for p in pieces])).permute(0, 3, 1, 2)
+        if len(pieces) == 1:  # no copy; torch's unsqueeze gives the batch axis a real stride (numpy's [None] gives 0, a slow path)
+            batch = torch.from_numpy(pieces[0].array).unsqueeze(0).permute(0, 3, 1, 2)
+        else:
+            batch = torch.from_numpy(np.stack([p.array for p in pieces])).permute(0, 3, 1, 2)
         batch = batch.to(self.cache.device, dtype=dtype if dtype.is_floating_point else torch.float32)
         # Channels-last is what the HWC arrays already are, and convolutions run about 2x faster in it on CPUs.
         batch = batch.contiguous(memory_format=torch.channels_last)
         kwargs = pieces[0].params.model_dump()
         with torch.inference_mode():
+            if spec.descriptor is not None and spec.descriptor.cpu_step:
+                estimate = module.device_step(batch, **kwargs)
+                if not bool(torch.isfinite(estimate).all()):
+                    raise ToolExecutionError(f"{spec.key} estimated NaN or infinite values")
+                return [CpuStep(row, module.cpu_step) for row in estimate.float().cpu().numpy()]
             out = module(batch, **kwargs) if kwargs else module(batch)
             if out.ndim != 4 or out.shape[1] != 3:
                 raise ToolExecutionError(f"{spec.key} returned a tensor of shape {tuple(out.shape)}, not N x 3 x H x W")
-            if not bool(torch.isfinite(out).all()):
+            low, high = torch.aminmax(out)  # one pass; NaN or infinity shows in one of them
+            if not (math.isfinite(low) and math.isfinite(high)):
                 raise ToolExecutionError(f"{spec.key} produced NaN or infinite pixels")
             out = out.float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
         return list(out)

@@ -72,6 +72,10 @@ class ModelDescriptor:
     """Whether bf16 inference is safe on an accelerator (preferred over fp16 where the GPU has it)."""
     max_batch_size: int = 16
     """Largest batch on an accelerator; the pool caps it lower on a CPU."""
+    cpu_step: bool = False
+    """The model splits its work: ``module.device_step(x)`` runs tensors on the device and returns an estimate per
+    image (an ``N x K`` tensor); ``module.cpu_step(image, estimate)`` makes the output from it on a CPU thread, so
+    numpy work (deconvolution, say) never holds up the device that other tools share."""
 
     def __post_init__(self) -> None:
         if self.tiling == "internal" and self.tile_size is not None:

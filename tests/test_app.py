@@ -190,3 +190,15 @@ async def test_a_tool_that_fails_inside_the_pool_reports_its_own_message(roots):
             assert not (await client.call_tool("derain", {"image_id": image, "model": "opening"})).is_error
     finally:
         unregister("derain.t_fail")
+
+
+async def test_get_image_at_the_size_the_client_needs(server):
+    async with Client(server) as client:
+        loaded = await client.call_tool("load_image", {"data": base64.b64encode(encode_image(np.full((100, 60, 3), 0.5, np.float32))).decode()})
+        image_id = loaded.structured_content["image_id"]
+        small = await client.call_tool("get_image", {"image_id": image_id, "max_side": 50})
+        assert (small.structured_content["width"], small.structured_content["height"]) == (30, 50)
+        assert decode_image(base64.b64decode(small.content[0].data)).shape == (50, 30, 3)
+        full = await client.call_tool("get_image", {"image_id": image_id, "max_side": 4000})
+        assert (full.structured_content["width"], full.structured_content["height"]) == (60, 100)
+        assert (await client.call_tool("get_image", {"image_id": image_id, "max_side": 2})).is_error

@@ -97,3 +97,26 @@ def test_bad_batch_size():
 
     with pytest.raises(ValueError, match="max_batch_size must be at least 1"):
         BatchQueue(handler, max_batch_size=0)
+
+
+@pytest.mark.parametrize("concurrent", [1, 2])
+async def test_concurrent_batches_overlap_only_when_allowed(concurrent):
+    """With two concurrent batches, the next batch is handed over while one is still running."""
+    running, peak, release = 0, 0, asyncio.Event()
+
+    async def handler(items: list[int]) -> list[int]:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        if running == 2 or concurrent == 1:  # let the batches go once the overlap (if any) has shown
+            release.set()
+        await release.wait()
+        running -= 1
+        return items
+
+    queue = BatchQueue(handler, max_batch_size=1, batch_wait_timeout_s=0, max_concurrent_batches=concurrent)
+    assert await asyncio.wait_for(asyncio.gather(*(queue.submit(i) for i in range(4))), 5) == [0, 1, 2, 3]
+    assert peak == concurrent
+    await queue.aclose()
+    with pytest.raises(ValueError, match="max_concurrent_batches"):
+        BatchQueue(handler, max_concurrent_batches=0)

@@ -230,3 +230,54 @@ def test_cpu_fallback_device():
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="CUDA is not available"):
             ModelPool(PoolConfig(device="cuda"))
+
+
+class SplitNet(nn.Module):
+    """A cpu_step model: the device estimates a gain, a CPU thread applies it (and may be held up by a test)."""
+
+    hold = threading.Event()
+
+    def device_step(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(1, 2, 3)).unsqueeze(1)
+
+    def cpu_step(self, image: np.ndarray, estimate: np.ndarray) -> np.ndarray:
+        assert threading.current_thread().name.startswith("tool-cpu"), "the CPU part must run on the CPU threads"
+        if not SplitNet.hold.wait(timeout=20):
+            raise RuntimeError("never released")
+        return np.clip(image * 0.5 / max(float(estimate[0]), 1e-6), 0, 1)
+
+
+async def test_a_models_cpu_step_does_not_hold_up_the_device():
+    register_torch_tool(Task.DENOISE, "t_split", cost="low", descriptor=ModelDescriptor(tile_size=None, cpu_step=True), description="t")(SplitNet)
+    register_torch_tool(Task.DENOISE, "t_quick", cost="low", descriptor=ModelDescriptor(), description="t")(Smooth)
+    SplitNet.hold.clear()
+    image = np.full((32, 32, 3), 0.25, np.float32)
+    try:
+        async with ModelPool(PoolConfig(cpu_workers=2)) as pool:
+            split = asyncio.create_task(pool.call("denoise.t_split", image))
+            while pool.stats()["tools"].get("denoise.t_split", {}).get("batches", 0) == 0:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)  # the split call is now in its CPU step, held
+            quick = await asyncio.wait_for(pool.call("denoise.t_quick", image), 10)  # the device is free meanwhile
+            assert not split.done()
+            SplitNet.hold.set()
+            result = await split
+        np.testing.assert_allclose(result.image, 0.5, atol=1e-6)
+        np.testing.assert_allclose(quick.image, 0.25, atol=1e-6)
+    finally:
+        SplitNet.hold.set()
+        unregister("denoise.t_split")
+        unregister("denoise.t_quick")
+
+
+async def test_kernel_wiener_through_the_pool_matches_the_network(astronaut):
+    from tiragent.server.registry import get_tool
+
+    spec = get_tool("motion_deblur.kernel_wiener")
+    assert spec.descriptor.cpu_step
+    net = spec.build()
+    with torch.no_grad():
+        expected = net(torch.from_numpy(astronaut).permute(2, 0, 1)[None]).clamp(0, 1)[0].permute(1, 2, 0).numpy()
+    async with ModelPool() as pool:
+        result = await pool.call("motion_deblur.kernel_wiener", astronaut)
+    np.testing.assert_allclose(result.image, expected, atol=1e-5)

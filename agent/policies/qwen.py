@@ -102,7 +102,7 @@ class QwenVLPolicy:
         self.messages: list[dict[str, Any]] = []
 
     async def reset(self, observation: Observation) -> None:
-        original = await observation.session.fetch(observation.original_id)
+        original = await observation.session.fetch(observation.original_id, max_side=self.image_size)
         self.messages = [
             {"role": "system", "content": SYSTEM},
             {"role": "user", "content": [{"type": "image", "image": _pil(original, self.image_size)},
@@ -117,7 +117,7 @@ class QwenVLPolicy:
             if step.error:
                 self.messages.append({"role": "tool", "content": [{"type": "text", "text": f"error: {step.error}"}]})
                 continue
-            image = await observation.session.fetch(step.output_id)
+            image = await observation.session.fetch(step.output_id, max_side=self.image_size)
             metrics = ", ".join(f"{k} {v:.2f}" for k, v in step.metrics.items())
             self.messages.append({"role": "tool", "content": [
                 {"type": "text", "text": f"{step.key} done in {step.seconds:.2f} s; {metrics}"},
