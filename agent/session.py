@@ -111,7 +111,7 @@ class ToolSession:
         return self._space
 
     async def load(self, image: np.ndarray) -> str:
-        data = base64.b64encode(encode_image(image, "png")).decode()
+        data = base64.b64encode(encode_image(image, "png", transport=True)).decode()
         return (await self._call("load_image", {"data": data})).structured_content["image_id"]
 
     async def fetch(self, image_id: str, max_side: int | None = None) -> np.ndarray:

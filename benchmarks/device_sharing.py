@@ -30,13 +30,16 @@ def photo(size: int) -> np.ndarray:
     return np.ascontiguousarray(cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA))
 
 
-async def unet_latencies(pool: ModelPool, image: np.ndarray, calls: int) -> list[float]:
-    latencies = []
+async def unet_latencies(pool: ModelPool, image: np.ndarray, calls: int) -> dict[str, list[float]]:
+    """Per call: the whole latency, the wait for the device (queue), and the run once on it."""
+    out: dict[str, list[float]] = {"latency": [], "queue": [], "run": []}
     for _ in range(calls):
         start = time.perf_counter()
-        await pool.call("denoise.unet", image)
-        latencies.append(time.perf_counter() - start)
-    return latencies
+        result = await pool.call("denoise.unet", image)
+        out["latency"].append(time.perf_counter() - start)
+        out["queue"].append(result.queue_wait_s)
+        out["run"].append(result.run_s)
+    return out
 
 
 async def run(args: argparse.Namespace) -> dict:
@@ -62,7 +65,10 @@ async def run(args: argparse.Namespace) -> dict:
         stop.set()
         await asyncio.gather(*busy)
         wiener = pool.stats()["tools"]["motion_deblur.kernel_wiener"]
-    summary = lambda xs: {"p50_ms": 1000 * statistics.median(xs), "max_ms": 1000 * max(xs)}  # noqa: E731
+    def summary(xs: dict[str, list[float]]) -> dict[str, float]:
+        return {"p50_ms": 1000 * statistics.median(xs["latency"]), "max_ms": 1000 * max(xs["latency"]),
+                "queue_p50_ms": 1000 * statistics.median(xs["queue"]), "run_p50_ms": 1000 * statistics.median(xs["run"])}  # fmt: skip
+
     return {
         "alone": summary(alone),
         "with_wiener": summary(loaded),
@@ -82,9 +88,12 @@ def main() -> None:
     markdown = (
         f"`denoise.unet` latency at {args.size}x{args.size} on the CPU device, {args.calls} calls one after another, "
         f"alone and with {args.wiener_callers} `motion_deblur.kernel_wiener` calls kept in flight.\n\n"
-        "| denoise.unet | p50 (ms) | max (ms) |\n|---|---:|---:|\n"
-        f"| alone | {r['alone']['p50_ms']:.0f} | {r['alone']['max_ms']:.0f} |\n"
-        f"| with kernel_wiener in flight | {r['with_wiener']['p50_ms']:.0f} | {r['with_wiener']['max_ms']:.0f} |\n\n"
+        "| denoise.unet | p50 latency (ms) | max (ms) | p50 wait for the device (ms) | p50 run (ms) |\n|---|---:|---:|---:|---:|\n"
+        + "".join(
+            f"| {label} | {r[key]['p50_ms']:.0f} | {r[key]['max_ms']:.0f} | {r[key]['queue_p50_ms']:.0f} | {r[key]['run_p50_ms']:.0f} |\n"
+            for label, key in (("alone", "alone"), ("with kernel_wiener in flight", "with_wiener"))
+        )
+        + "\n"
         f"kernel_wiener meanwhile: {r['wiener_calls_per_s']:.2f} calls/s, p50 {r['wiener_p50_ms']:.0f} ms.\n"
     )
     print(markdown)

@@ -3,7 +3,7 @@
 1. Overhead: one 512x512 image, one cheap tool (``lowlight`` with ``model=gamma``), called
    a) directly on a ModelPool in this process, b) through MCP by handle, over stdio and
    over streamable HTTP (server in a subprocess), with and without the 512-px preview,
-   and c) with the image sent and returned as base64 (load_image + tool + get_image).
+   and c) an image moved in (encode + load_image) and out (get_image + decode) as base64, as clients do.
 2. Throughput: 1, 8 and 32 concurrent HTTP clients on one server, each calling the same
    tool by handle in a loop.
 
@@ -28,7 +28,7 @@ from common import write_report
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
-from tiragent.images import encode_image
+from tiragent.images import decode_image, encode_image
 from tiragent.server.pool import ModelPool
 
 ARGS = {"model": "gamma", "gamma": 0.8}
@@ -91,14 +91,29 @@ async def by_handle(client: Client, png_b64: str, calls: int) -> list[float]:
     return await timed(one, calls)
 
 
-async def by_base64(client: Client, png_b64: str, calls: int) -> list[float]:
+async def base64_in(client: Client, image: np.ndarray, calls: int) -> list[float]:
+    """An image into the server as a client sends one: encode it as PNG, base64, load_image."""
+
     async def one() -> None:
-        image_id = (await client.call_tool("load_image", {"data": png_b64})).structured_content["image_id"]
-        result = await client.call_tool("lowlight", {"image_id": image_id, **ARGS})
-        full = await client.call_tool("get_image", {"image_id": result.structured_content["image_id"]})
-        assert full.content[0].data
+        data = base64.b64encode(encode_image(image, "png", transport=True)).decode()
+        assert not (await client.call_tool("load_image", {"data": data})).is_error
 
     return await timed(one, calls)
+
+
+async def base64_out(client: Client, image_id: str, calls: int) -> list[float]:
+    """An image out of the server as a client fetches one: get_image, base64, decode the PNG."""
+
+    async def one() -> None:
+        full = await client.call_tool("get_image", {"image_id": image_id})
+        assert decode_image(base64.b64decode(full.content[0].data)).shape[2] == 3
+
+    return await timed(one, calls)
+
+
+async def by_base64(client: Client, image: np.ndarray, png_b64: str, calls: int) -> dict[str, list[float]]:
+    image_id = (await client.call_tool("load_image", {"data": png_b64})).structured_content["image_id"]
+    return {"in": await base64_in(client, image, calls), "out": await base64_out(client, image_id, calls)}
 
 
 def summary(times: list[float]) -> dict[str, float]:
@@ -114,11 +129,15 @@ async def overhead(args: argparse.Namespace, image: np.ndarray, png_b64: str) ->
         async with stdio_client(preview) as client:
             rows[f"stdio, by handle, {label}"] = summary(await by_handle(client, png_b64, args.calls))
             if preview == 0:
-                rows["stdio, base64 in and out"] = summary(await by_base64(client, png_b64, args.calls))
+                moved = await by_base64(client, image, png_b64, args.calls)
+                rows["stdio, an image in as base64 (client encodes, load_image)"] = summary(moved["in"])
+                rows["stdio, an image out as base64 (get_image, client decodes)"] = summary(moved["out"])
         async with http_server(preview) as url, http_client(url) as client:
             rows[f"HTTP, by handle, {label}"] = summary(await by_handle(client, png_b64, args.calls))
             if preview == 0:
-                rows["HTTP, base64 in and out"] = summary(await by_base64(client, png_b64, args.calls))
+                moved = await by_base64(client, image, png_b64, args.calls)
+                rows["HTTP, an image in as base64 (client encodes, load_image)"] = summary(moved["in"])
+                rows["HTTP, an image out as base64 (get_image, client decodes)"] = summary(moved["out"])
     return rows
 
 
@@ -142,7 +161,7 @@ async def throughput(args: argparse.Namespace, png_b64: str) -> dict[int, dict[s
 async def main_async(args: argparse.Namespace) -> None:
     rng = np.random.default_rng(0)
     image = rng.random((args.size, args.size, 3), dtype=np.float32)
-    png_b64 = base64.b64encode(encode_image(image, "png")).decode()
+    png_b64 = base64.b64encode(encode_image(image, "png", transport=True)).decode()
     rows = await overhead(args, image, png_b64)
     tput = await throughput(args, png_b64)
     direct = rows["direct pool call (no MCP)"]["median_ms"]

@@ -123,7 +123,7 @@ def preview_content(image: np.ndarray, size: int) -> list[ImageContent]:
     """Blocking (resizing and PNG encoding): call it from a worker thread."""
     if size <= 0:
         return []
-    data = base64.b64encode(encode_image(fit(image, size), "png")).decode()
+    data = base64.b64encode(encode_image(fit(image, size), "png", transport=True)).decode()
     return [ImageContent(type="image", data=data, mime_type="image/png")]
 
 
@@ -253,7 +253,7 @@ def build_server(config: ServerConfig | None = None, pool_config: PoolConfig | N
         state = state_of(ctx)
         image = await anyio.to_thread.run_sync(state.store.get, image_id)
         image = await anyio.to_thread.run_sync(fit, image, max_side)
-        data = await anyio.to_thread.run_sync(lambda: base64.b64encode(encode_image(image, format)).decode())
+        data = await anyio.to_thread.run_sync(lambda: base64.b64encode(encode_image(image, format, transport=True)).decode())
         info = ImageInfo(image_id=image_id, width=image.shape[1], height=image.shape[0])
         mime = "image/jpeg" if format == "jpeg" else f"image/{format}"
         return CallToolResult(content=[ImageContent(type="image", data=data, mime_type=mime)], structured_content=info.model_dump())

@@ -54,7 +54,7 @@ class PoolConfig:
     )
     timeout_s: float = field(
         default=300.0,
-        metadata={"help": "Default per-call time limit in seconds. A timed-out classical tool's thread finishes its work, but its result is dropped."},
+        metadata={"help": "Default per-call time limit in seconds. A timed-out classical tool's thread finishes its work, but its result is dropped; an isolated tool's worker process is killed."},
     )
     half_precision: bool = field(default=True, metadata={"help": "Run models that support it in bf16/fp16 on a GPU."})
 
@@ -194,7 +194,7 @@ class _Piece:
 
     array: np.ndarray
     params: ToolParams
-    started: float = 0.0  # when its batch began
+    started: float = 0.0  # when the device began its batch
     batch_size: int = 0
 
     @property
@@ -321,9 +321,6 @@ class ModelPool:
 
             async def handler(pieces: list[_Piece]) -> list[np.ndarray | BaseException]:
                 stats.record_batch(len(pieces))
-                now = time.perf_counter()
-                for piece in pieces:
-                    piece.started, piece.batch_size = now, len(pieces)
                 return await asyncio.get_running_loop().run_in_executor(self._device, self._forward_groups, spec, pieces)
 
             self._queues[spec.key] = BatchQueue(
@@ -370,6 +367,9 @@ class ModelPool:
 
     def _forward_groups(self, spec: ToolSpec, pieces: list[_Piece]) -> list[np.ndarray | BaseException]:
         """Run on the device thread: one forward per (shape, params) group; a failing group is retried item by item."""
+        now = time.perf_counter()  # the queue wait ends when the device takes the batch, not when it is formed
+        for piece in pieces:
+            piece.started, piece.batch_size = now, len(pieces)
         results: list[np.ndarray | BaseException] = [RuntimeError("not run")] * len(pieces)
         groups: dict[Any, list[int]] = {}
         for i, piece in enumerate(pieces):

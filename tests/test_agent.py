@@ -38,6 +38,11 @@ async def test_action_space_is_read_from_the_server(session):
     space = await session.action_space()
     assert set(space.tasks) == {"denoise", "motion_deblur", "defocus_deblur", "derain", "dehaze", "dejpeg", "sr", "lowlight"}
     assert "bm3d" in space.models["denoise"] and space.defaults["dehaze"] == "hazenet"
+    bm3d, unet = space.facts["denoise"]["bm3d"], space.facts["denoise"]["unet"]
+    assert (bm3d.cost, bm3d.learned, bm3d.device, bm3d.params) == ("high", False, "cpu", ("sigma",))
+    assert unet.learned and unet.default and unet.device == "accelerator" and not bm3d.default
+    assert space.facts["sr"]["srnet_x4"].scale == 4 and space.facts["sr"]["lanczos"].scale is None  # None: its `scale` argument
+    assert space.facts["dehaze"]["dcp"].scale == 1
     with pytest.raises(TirAgentError, match="task 'dehaze' has no model 'magic'"):
         space.check(Action("dehaze", "magic"))
 
@@ -117,6 +122,19 @@ async def test_stop_with_a_chosen_image_and_unknown_actions(session, case):
 
 
 def test_policy_registry():
-    assert {"fixed", "random", "exhaustive", "oracle"} <= set(POLICIES) or create_policy("fixed")
+    assert create_policy("fixed").name == "fixed"  # registers the built-in policies
+    assert {"fixed", "random", "exhaustive", "oracle", "qwen"} <= set(POLICIES)
     with pytest.raises(ToolNotFoundError, match="unknown policy 'exhaustiv'.*did you mean 'exhaustive'"):
         create_policy("exhaustiv")
+
+
+async def test_several_episodes_share_one_session(session, case, astronaut):
+    """A session serves episode after episode (as evaluation and RL do): no state leaks between them."""
+    clean, degraded = case
+    first, one = await restore(session, degraded, create_policy("fixed"), name="first")
+    second, two = await restore(session, astronaut, Scripted([Action("lowlight", "gamma", {"gamma": 0.8})]), name="second")
+    third, three = await restore(session, degraded, create_policy("fixed"), name="third")
+    assert one.original_id == three.original_id != two.original_id  # content-addressed: the same input, the same id
+    assert [s.key for s in two.steps] == ["lowlight.gamma"] and two.steps[0].input_id == two.original_id
+    assert [s.key for s in one.steps] == [s.key for s in three.steps] and np.array_equal(first, third)
+    assert second.shape == astronaut.shape and not np.array_equal(second, astronaut)

@@ -83,9 +83,12 @@ def test_tools():
 
     @register_tool(Task.DERAIN, "t_threads", cost="low")
     def threads(image: np.ndarray, p: ToolParams) -> np.ndarray:
-        """Records the thread it ran on."""
+        """Records the thread it ran on, meets a second call at a barrier, then waits for the event loop's signal."""
         THREADS.add(threading.current_thread().name)
-        time.sleep(0.05)
+        BARRIER.wait(timeout=10)  # raises BrokenBarrierError unless a second call arrives meanwhile
+        BOTH_INSIDE.set()
+        if not LOOP_TICKED.wait(timeout=10):
+            raise RuntimeError("the event loop never ran while the tools worked")
         return image
 
     yield
@@ -94,6 +97,9 @@ def test_tools():
 
 
 THREADS: set[str] = set()
+BARRIER = threading.Barrier(2)
+BOTH_INSIDE = threading.Event()
+LOOP_TICKED = threading.Event()
 
 
 def image(h: int = 40, w: int = 40, value: float | None = None, seed: int = 0) -> np.ndarray:
@@ -177,24 +183,19 @@ async def test_cancelled_call_is_counted_and_others_finish():
 
 
 async def test_classical_tools_run_concurrently_off_the_event_loop():
+    """Two calls must be inside the tool at once to pass its barrier, and they wait for an event that only the
+    event loop sets: if the tools ran one at a time, or on the loop, the barrier or the event would time out."""
     THREADS.clear()
+    BARRIER.reset()
+    BOTH_INSIDE.clear()
+    LOOP_TICKED.clear()
     async with ModelPool(PoolConfig(cpu_workers=2)) as pool:
-        ticks = 0
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.01)
-                ticks += 1
-
-        task = asyncio.create_task(ticker())
-        started = time.perf_counter()
-        await asyncio.gather(*(pool.call("derain.t_threads", image()) for _ in range(4)))
-        elapsed = time.perf_counter() - started
-        task.cancel()
-    assert len(THREADS) == 2 and all(name.startswith("tool-cpu") for name in THREADS)
-    assert elapsed < 0.19  # 4 x 50 ms on 2 threads
-    assert ticks >= 5  # the loop kept running while tools worked
+        calls = asyncio.gather(*(pool.call("derain.t_threads", image()) for _ in range(2)))
+        while not BOTH_INSIDE.is_set() and not calls.done():  # the loop runs while both tools wait in their threads
+            await asyncio.sleep(0.01)
+        LOOP_TICKED.set()
+        results = await calls
+    assert len(results) == 2 and len(THREADS) == 2 and all(name.startswith("tool-cpu") for name in THREADS)
 
 
 async def test_lru_residency_within_the_memory_budget():
@@ -224,12 +225,15 @@ async def test_bad_calls_get_clear_errors_and_do_not_disturb_in_flight_work():
         assert (await in_flight).image.shape == (40, 40, 3)
 
 
-def test_cpu_fallback_device():
-    pool = ModelPool(PoolConfig(device="auto"))
-    assert pool.device == ("cuda" if torch.cuda.is_available() else "cpu")
-    if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="CUDA is not available"):
-            ModelPool(PoolConfig(device="cuda"))
+def test_the_device_is_cuda_when_there_is_one_else_the_cpu(monkeypatch):
+    from tiragent.server.pool import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == "cpu" and resolve_device("cpu") == "cpu"
+    with pytest.raises(RuntimeError, match="device 'cuda:1' requested but CUDA is not available"):
+        resolve_device("cuda:1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == "cuda" and resolve_device("cuda:1") == "cuda:1" and resolve_device("cpu") == "cpu"
 
 
 class SplitNet(nn.Module):

@@ -4,6 +4,7 @@ many clients at once, and the official MCP Inspector as an outside client."""
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import shutil
 import subprocess
@@ -171,8 +172,22 @@ def inspector(*args: str) -> dict:
     return json.loads(done.stdout)
 
 
-@pytest.mark.skipif(shutil.which("npx") is None, reason="npx is not installed")
+@functools.cache
+def inspector_unavailable() -> str | None:
+    """Why the Inspector cannot run here, found within seconds: no npx, or an npm registry that does not answer."""
+    if shutil.which("npx") is None or shutil.which("npm") is None:
+        return "npx is not installed"
+    probe = ["npm", "view", INSPECTOR[2], "version", "--fetch-timeout=5000", "--fetch-retries=0"]
+    try:
+        done = subprocess.run(probe, capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        return "the npm registry did not answer within 20 s"
+    return None if done.returncode == 0 else f"the npm registry is unreachable ({done.stderr.strip().splitlines()[-1:] or '?'})"
+
+
 async def test_mcp_inspector_lists_and_calls_over_stdio_and_http(root):
+    if (reason := inspector_unavailable()) is not None:
+        pytest.skip(reason)
     serve = [sys.executable, "-m", "tiragent.cli", "serve", "--roots", str(root)]
     listed = await anyio.to_thread.run_sync(lambda: inspector(*serve, "--method", "tools/list"))
     assert "denoise" in {t["name"] for t in listed["tools"]}
