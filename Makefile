@@ -30,6 +30,7 @@ bench: install
 	$(BIN)/python benchmarks/pool_throughput.py
 	$(BIN)/python benchmarks/toolbox.py
 	$(BIN)/python benchmarks/mcp_overhead.py
+	$(BIN)/python benchmarks/device_sharing.py
 	$(BIN)/python benchmarks/agents.py
 	$(BIN)/python benchmarks/detector.py
 	$(BIN)/python -m tiragent.agent.tiny /tmp/tir-agent-tiny-qwen

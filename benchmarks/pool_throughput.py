@@ -62,10 +62,12 @@ class NaiveExecutor:
 
     def __init__(self, channels_last: bool) -> None:
         self.device = "cuda" if torch.cuda.is_available() else "cpu"  # the device the pool picks
-        self.model = build().eval().to(self.device)
         self.channels_last = channels_last
         self.lock = asyncio.Lock()
         self.thread = ThreadPoolExecutor(max_workers=1)
+        # Built on its own thread, as the pool builds its models on the device thread: torch work from a second
+        # thread of a process runs slower (another OpenMP team), so either side building elsewhere would skew the race.
+        self.model = self.thread.submit(lambda: build().eval().to(self.device)).result()
 
     def _forward(self, image: np.ndarray) -> np.ndarray:
         with torch.inference_mode():

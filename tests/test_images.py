@@ -94,3 +94,31 @@ def test_list_images_sorted_and_filtered(tmp_path, astronaut):
     for name in ("b.png", "a.jpg", "notes.txt"):
         (tmp_path / name).write_bytes(encode_image(astronaut, "png") if name != "notes.txt" else b"x")
     assert [p.name for p in list_images(tmp_path)] == ["a.jpg", "b.png"]
+
+
+def test_fast_conversions_keep_every_value():
+    """The one-pass conversions give exactly the values of the plain numpy expressions they replace."""
+    from tiragent.images import to_float_rgb, to_uint8
+
+    every = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    assert np.array_equal(to_float_rgb(every)[..., 0], every.astype(np.float32) / 255.0)
+    deep = np.arange(0, 65536, 7, dtype=np.uint16)[:9360].reshape(90, 104)
+    assert np.array_equal(to_float_rgb(deep)[..., 0], deep.astype(np.float32) / 65535.0)
+    values = np.random.default_rng(0).uniform(-0.2, 1.2, (64, 64, 3)).astype(np.float32)
+    values[0, :4, 0] = [0.5 / 255, 1.5 / 255, 254.5 / 255, 1.0]  # halfway cases
+    assert np.array_equal(to_uint8(values), (np.clip(values, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
+
+
+@pytest.mark.parametrize("shape", [(64, 48), (2100, 2000)])  # stored PNG, and compact past 4 MP
+def test_transport_png_is_lossless(shape):
+    from tiragent.images import STORED_UP_TO
+
+    rng = np.random.default_rng(1)
+    noise = rng.integers(0, 256, (*shape, 3)).astype(np.float32) / 255.0
+    assert np.array_equal(decode_image(encode_image(noise, "png", transport=True)), noise)
+    smooth = np.broadcast_to(np.linspace(0, 1, shape[1], dtype=np.float32)[None, :, None], (*shape, 3))
+    smooth = np.round(smooth * 255) / 255
+    data = encode_image(smooth, "png", transport=True)
+    assert np.array_equal(decode_image(data), smooth)
+    compact = shape[0] * shape[1] > STORED_UP_TO
+    assert (len(data) < smooth.size / 4) == compact  # a smooth image deflates to little; stored, it keeps every byte
