@@ -36,12 +36,11 @@ from tiragent.server.roots import PathPolicy
 from tiragent.server.store import ImageStore
 from tiragent.server.strict_tools import strict_tool
 from tiragent.server.task_tools import build_task_tool
-from tiragent.tasks import Task
+from tiragent.tasks import TASK_NAMES, Task
 
-INSTRUCTIONS = """Image restoration tools. Load an image with load_image (a path inside the allowed
-roots, or base64 data) to get an image_id; call one restoration tool per step (denoise,
-motion_deblur, defocus_deblur, derain, dehaze, dejpeg, sr, lowlight), each taking an
-image_id and a model and returning a new image_id with a preview; judge the result with
+INSTRUCTIONS = f"""Image restoration tools. Load an image with load_image (a path inside the allowed
+roots, or base64 data) to get an image_id; call one restoration tool per step ({", ".join(TASK_NAMES)}),
+each taking an image_id and a model and returning a new image_id with a preview; judge the result with
 assess_quality; save the final image with save_image."""
 
 

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from transformers import HfArgumentParser
 
 from tiragent.errors import TirAgentError
+from tiragent.tasks import TASK_OF_DEGRADATION
 
 T = TypeVar("T")
 
@@ -232,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("degrade", help="apply degradations to an image, in the given order")
     p.add_argument("image", type=Path)
     p.add_argument("-o", "--output", type=Path, required=True)
-    p.add_argument("--with", dest="with_", required=True, help="comma-separated: noise, jpeg, lowres, dark, haze, motion, defocus, rain")
+    p.add_argument("--with", dest="with_", required=True, help=f"comma-separated: {', '.join(TASK_OF_DEGRADATION)}")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_degrade)
 
