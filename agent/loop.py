@@ -36,6 +36,7 @@ async def restore(
         session=session,
         reference_id=await session.load(reference) if reference is not None else None,
         known_tasks=known_tasks,
+        original_size=(image.shape[1], image.shape[0]),
     )
     observation.metrics[original_id] = await session.assess(original_id, metrics=NO_REFERENCE_METRICS)
     trajectory = Trajectory(input=name, original_id=original_id, policy=policy.name, original_metrics=observation.metrics[original_id])

@@ -37,6 +37,8 @@ class Observation:
     """The tasks a benchmark says are needed, known only in evaluation."""
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     """No-reference metrics of each image seen so far, by image id."""
+    original_size: tuple[int, int] = (0, 0)
+    """Width and height of the original image."""
 
     @property
     def last(self) -> Step | None:

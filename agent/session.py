@@ -114,11 +114,14 @@ class ToolSession:
         data = base64.b64encode(encode_image(image, "png", transport=True)).decode()
         return (await self._call("load_image", {"data": data})).structured_content["image_id"]
 
-    async def fetch(self, image_id: str, max_side: int | None = None) -> np.ndarray:
-        """The image, at full resolution or with its longest side at most ``max_side`` (downscaled by the server)."""
+    async def fetch(self, image_id: str, max_side: int | None = None, window: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        """The image (or its ``window``: left, top, width, height), at full resolution or with its longest side at
+        most ``max_side``; the server crops and downscales, so only what is needed travels."""
         arguments: dict[str, Any] = {"image_id": image_id, "format": "png"}
         if max_side is not None:
             arguments["max_side"] = max_side
+        if window is not None:
+            arguments["window"] = list(window)
         result = await self._call("get_image", arguments)
         return decode_image(base64.b64decode(result.content[0].data), max_pixels=1 << 40, name=image_id)
 

@@ -247,10 +247,20 @@ def build_server(config: ServerConfig | None = None, pool_config: PoolConfig | N
         max_side: Annotated[
             int | None, Field(ge=8, description="Longest side of the returned image: larger images are downscaled (area interpolation); default: full resolution.")
         ] = None,
+        window: Annotated[
+            list[int] | None,
+            Field(min_length=4, max_length=4, description="[left, top, width, height]: only this part of the image, at native resolution (before max_side)."),
+        ] = None,
     ) -> Annotated[CallToolResult, ImageInfo]:
-        """Return a stored image, at full resolution or downscaled to the size the client needs; width and height are those of the returned image."""
+        """Return a stored image, or a window of it, at full resolution or downscaled to the size the client needs; width and height are those of the returned image."""
         state = state_of(ctx)
         image = await anyio.to_thread.run_sync(state.store.get, image_id)
+        if window is not None:
+            left, top, width, height = window
+            h, w = image.shape[:2]
+            if left < 0 or top < 0 or width < 8 or height < 8 or left + width > w or top + height > h:
+                raise ImageError(f"window {window} is not inside the {w}x{h} image {image_id} (left, top >= 0; width, height >= 8)")
+            image = image[top : top + height, left : left + width]
         image = await anyio.to_thread.run_sync(fit, image, max_side)
         data = await anyio.to_thread.run_sync(lambda: base64.b64encode(encode_image(image, format, transport=True)).decode())
         info = ImageInfo(image_id=image_id, width=image.shape[1], height=image.shape[0])

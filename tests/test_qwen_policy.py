@@ -6,8 +6,9 @@ import pytest
 from mcp import Client
 
 from tiragent.agent.actions import Action, Stop
+from tiragent.agent.conversation import tool_schemas
 from tiragent.agent.loop import restore
-from tiragent.agent.policies.qwen import QwenVLPolicy, parse_reply, tool_schemas
+from tiragent.agent.policies.qwen import QwenVLPolicy, parse_reply
 from tiragent.agent.policy import create_policy
 from tiragent.agent.session import ToolSession
 from tiragent.agent.tiny import build_tiny_qwen

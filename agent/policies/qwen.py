@@ -17,26 +17,23 @@ from typing import Any
 import numpy as np
 
 from tiragent.agent.actions import Action, Stop
+from tiragent.agent.conversation import (
+    ViewConfig,
+    call_turn,
+    error_turn,
+    fetch_views,
+    result_text,
+    result_turn,
+    system_turn,
+    task_turn,
+    tool_schemas,
+)
 from tiragent.agent.policy import Observation, register_policy
 from tiragent.agent.session import ActionSpace
 from tiragent.agent.tiny import chat_template
+from tiragent.images import to_uint8
 
-SYSTEM = (
-    "You restore degraded photos one step at a time. Look at the image, call one restoration tool, look at the "
-    "result, and go on until the photo is clean; then answer STOP."
-)
 TOOL_CALL = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.DOTALL)
-
-
-def tool_schemas(space: ActionSpace) -> list[dict[str, Any]]:
-    """The task tools as chat-template function schemas; the policy always acts on the current image."""
-    schemas = []
-    for task in space.tasks:
-        params = {k: v for k, v in space.schemas[task].get("properties", {}).items() if k != "image_id"}
-        summary = space.descriptions[task].split("\n")[0]
-        schemas.append({"type": "function", "function": {"name": task, "description": summary,
-                        "parameters": {"type": "object", "properties": params}}})  # fmt: skip
-    return schemas
 
 
 def parse_reply(text: str, space: ActionSpace) -> Action | Stop:
@@ -60,13 +57,10 @@ def parse_reply(text: str, space: ActionSpace) -> Action | Stop:
     return Action(name, model, arguments)
 
 
-def _pil(image: np.ndarray, longest: int) -> Any:
+def _pil(image: np.ndarray) -> Any:
     from PIL import Image
 
-    h, w = image.shape[:2]
-    scale = min(1.0, longest / max(h, w))
-    pil = Image.fromarray((np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8))
-    return pil.resize((max(16, round(w * scale)), max(16, round(h * scale)))) if scale < 1 else pil
+    return Image.fromarray(to_uint8(image))
 
 
 @register_policy("qwen")
@@ -79,7 +73,7 @@ class QwenVLPolicy:
         checkpoint: str,
         adapter: str | None = None,
         device: str = "auto",
-        image_size: int = 448,
+        views: ViewConfig | None = None,
         max_new_tokens: int = 96,
         retries: int = 1,
     ) -> None:
@@ -98,30 +92,30 @@ class QwenVLPolicy:
 
             model = PeftModel.from_pretrained(model, adapter)
         self.model = model.to(self.device).eval()
-        self.image_size, self.max_new_tokens, self.retries = image_size, max_new_tokens, retries
+        self.views = views or ViewConfig()
+        self.max_new_tokens, self.retries = max_new_tokens, retries
         self.messages: list[dict[str, Any]] = []
+        self.actions: list[Action] = []
+
+    async def _views(self, observation: Observation, image_id: str, width: int, height: int) -> list[Any]:
+        return [_pil(v) for v in await fetch_views(observation.session, image_id, width, height, self.views)]
 
     async def reset(self, observation: Observation) -> None:
-        original = await observation.session.fetch(observation.original_id, max_side=self.image_size)
-        self.messages = [
-            {"role": "system", "content": SYSTEM},
-            {"role": "user", "content": [{"type": "image", "image": _pil(original, self.image_size)},
-                                         {"type": "text", "text": "Restore this photo."}]},  # fmt: skip
-        ]
-        self.seen = 0
+        width, height = observation.original_size
+        original = await self._views(observation, observation.original_id, width, height)
+        self.messages = [system_turn(self.views.short_prompt), task_turn(original)]
+        self.actions, self.seen = [], 0
 
     async def _observe(self, observation: Observation) -> None:
-        for step in observation.steps[self.seen :]:
-            call = {"type": "function", "function": {"name": step.task, "arguments": {"model": step.model, **step.params}}}
-            self.messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
+        for i, step in enumerate(observation.steps[self.seen :], start=self.seen):
+            # the call as the policy made it, not as the server completed it with defaults
+            asked = self.actions[i] if i < len(self.actions) else Action(step.task, step.model, step.params)
+            self.messages.append(call_turn(step.task, {"model": asked.model, **asked.params}))
             if step.error:
-                self.messages.append({"role": "tool", "content": [{"type": "text", "text": f"error: {step.error}"}]})
+                self.messages.append(error_turn(step.error))
                 continue
-            image = await observation.session.fetch(step.output_id, max_side=self.image_size)
-            metrics = ", ".join(f"{k} {v:.2f}" for k, v in step.metrics.items())
-            self.messages.append({"role": "tool", "content": [
-                {"type": "text", "text": f"{step.key} done in {step.seconds:.2f} s; {metrics}"},
-                {"type": "image", "image": _pil(image, self.image_size)}]})  # fmt: skip
+            shown = await self._views(observation, step.output_id, step.width, step.height)
+            self.messages.append(result_turn(result_text(step.task, step.model, step.metrics), shown))
         self.seen = len(observation.steps)
 
     def generate(self, tools: list[dict[str, Any]]) -> str:
@@ -137,12 +131,15 @@ class QwenVLPolicy:
 
     async def next(self, observation: Observation) -> Action | Stop:
         await self._observe(observation)
-        tools = tool_schemas(observation.space)
+        tools = tool_schemas(observation.space, short=self.views.short_prompt)
         problem = ""
         for attempt in range(self.retries + 1):
             reply = self.generate(tools)
             try:
-                return parse_reply(reply, observation.space)
+                decision = parse_reply(reply, observation.space)
+                if isinstance(decision, Action):
+                    self.actions.append(decision)
+                return decision
             except ValueError as err:
                 problem = str(err)
                 if attempt < self.retries:

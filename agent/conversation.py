@@ -1,0 +1,132 @@
+"""One conversation format for the Qwen-VL policy at inference, for SFT data and for RL rollouts.
+
+An episode is the original photo, then for each step the call the policy made and the tool's
+result, then STOP. This module turns it into chat messages for ``agent/templates/qwen_vl_tools.jinja``
+and the tool schemas from the server's ``list_tools`` (through ``ActionSpace``), so that what a
+policy is trained on is, token for token, what it is given when it acts.
+
+What the policy sees of an image (``ViewConfig``): a small whole-image view, and beside it a
+crop at native resolution, aligned to the 16-pixel grid, because downscaling a photo to a few
+hundred pixels averages away the evidence of noise and of the 8x8 JPEG blocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tiragent.agent.session import ActionSpace, ToolSession
+
+SYSTEM = (
+    "You restore degraded photos one step at a time. Look at the image, call one restoration tool, look at the "
+    "result, and go on until the photo is clean; then answer STOP."
+)
+SYSTEM_SHORT = "Restore the photo one tool call at a time; answer STOP when it is clean."
+TASK_PROMPT = "Restore this photo."
+GRID = 16
+"""Crops start on this grid: the 8x8 JPEG blocks and 16x16 chroma-subsampled macroblocks stay aligned."""
+
+
+@dataclass(frozen=True)
+class ViewConfig:
+    """What the policy is shown of each image."""
+
+    whole: int = field(default=256, metadata={"help": "Longest side of the whole-image view (downscaled, area interpolation)."})
+    crop: int = field(
+        default=128, metadata={"help": "Side of the native-resolution centre crop shown beside it, on the 16-px grid (0: none)."}
+    )
+    short_prompt: bool = field(
+        default=False, metadata={"help": "Short system prompt and tool list (names and model enums only), for small policies."}
+    )
+
+
+def crop_window(width: int, height: int, size: int) -> tuple[int, int, int, int] | None:
+    """``(left, top, width, height)`` of the centre crop of side ``size`` on the grid, or None when the image is not larger."""
+    if size <= 0 or (width <= size and height <= size):
+        return None
+    w, h = min(size, width), min(size, height)
+    left = max(0, ((width - w) // 2) // GRID * GRID)
+    top = max(0, ((height - h) // 2) // GRID * GRID)
+    return left, top, w, h
+
+
+async def fetch_views(session: ToolSession, image_id: str, width: int, height: int, views: ViewConfig) -> list[np.ndarray]:
+    """The images the policy sees of one stored image: the whole view, then the native crop (when it adds detail)."""
+    shown = [await session.fetch(image_id, max_side=views.whole)]
+    window = crop_window(width, height, views.crop)
+    if window is not None and max(width, height) > views.whole:
+        shown.append(await session.fetch(image_id, window=window))
+    return shown
+
+
+def tool_schemas(space: ActionSpace, short: bool = False) -> list[dict[str, Any]]:
+    """The task tools as chat-template function schemas, from the server's own schemas; the policy always acts on
+    the current image, so ``image_id`` is left out. ``short``: the model enum and the parameters' names only."""
+    schemas = []
+    for task in space.tasks:
+        props = {k: v for k, v in space.schemas[task].get("properties", {}).items() if k != "image_id"}
+        if short:
+            props = {"model": {"enum": space.models[task]}, **{k: {} for k in props if k != "model"}}
+        summary = space.descriptions[task].split("\n")[0]
+        function: dict[str, Any] = {"name": task, "parameters": {"type": "object", "properties": props}}
+        if not short:
+            function["description"] = summary
+        schemas.append({"type": "function", "function": function})
+    return schemas
+
+
+def images_part(images: list[Any]) -> list[dict[str, Any]]:
+    return [{"type": "image", "image": image} for image in images]
+
+
+def system_turn(short: bool = False) -> dict[str, Any]:
+    return {"role": "system", "content": SYSTEM_SHORT if short else SYSTEM}
+
+
+def task_turn(images: list[Any]) -> dict[str, Any]:
+    return {"role": "user", "content": [*images_part(images), {"type": "text", "text": TASK_PROMPT}]}
+
+
+def call_turn(task: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """The assistant's tool call; its content is an empty list (an empty string would add a newline in training
+    that generation never produces)."""
+    return {"role": "assistant", "content": [], "tool_calls": [{"type": "function", "function": {"name": task, "arguments": arguments}}]}
+
+
+def result_turn(text: str, images: list[Any]) -> dict[str, Any]:
+    return {"role": "tool", "content": [{"type": "text", "text": text}, *images_part(images)]}
+
+
+def error_turn(error: str) -> dict[str, Any]:
+    return {"role": "tool", "content": [{"type": "text", "text": f"error: {error}"}]}
+
+
+def stop_turn() -> dict[str, Any]:
+    return {"role": "assistant", "content": [{"type": "text", "text": "STOP"}]}
+
+
+def result_text(task: str, model: str, metrics: dict[str, float]) -> str:
+    """What a tool's result says in words: no timings, so that the same step reads the same in every run."""
+    scores = ", ".join(f"{k} {v:.2f}" for k, v in sorted(metrics.items()))
+    return f"{task}.{model} done; {scores}" if scores else f"{task}.{model} done"
+
+
+def split_images(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[Any]]:
+    """Messages with image placeholders and the images in order, as trl's datasets store them."""
+    images: list[Any] = []
+    out = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            parts = []
+            for part in content:
+                if part.get("type") == "image":
+                    images.append(part["image"])
+                    parts.append({"type": "image"})
+                else:
+                    parts.append(part)
+            message = {**message, "content": parts}
+        out.append(message)
+    return out, images
