@@ -395,10 +395,8 @@ class ModelPool:
 
         module = self.cache.get(spec)
         dtype = next(module.parameters(), torch.empty(0)).dtype
-        if len(pieces) == 1:  # no copy; torch's unsqueeze gives the batch axis a real stride (numpy's [None] gives 0, a slow path)
-            batch = torch.from_numpy(pieces[0].array).unsqueeze(0).permute(0, 3, 1, 2)
-        else:
-            batch = torch.from_numpy(np.stack([p.array for p in pieces])).permute(0, 3, 1, 2)
+        # A copy, also of one piece: stored images are read-only and a model may work in place on its input.
+        batch = torch.from_numpy(np.stack([p.array for p in pieces])).permute(0, 3, 1, 2)
         batch = batch.to(self.cache.device, dtype=dtype if dtype.is_floating_point else torch.float32)
         # Channels-last is what the HWC arrays already are, and convolutions run about 2x faster in it on CPUs.
         batch = batch.contiguous(memory_format=torch.channels_last)

@@ -111,6 +111,15 @@ def cmd_tools_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_gen_sft(args: argparse.Namespace) -> int:
+    from tiragent.train.sft_data import GenSFTConfig, generate
+
+    card = asyncio.run(generate(from_args(GenSFTConfig, args)))
+    print((Path(args.out) / "card.md").read_text())
+    print(f"{card['conversations']} conversations in {Path(args.out) / 'data.jsonl'}")
+    return 0
+
+
 def cmd_tools_recipes(args: argparse.Namespace) -> int:
     from tiragent.train.tool_recipes import RECIPES
 
@@ -284,6 +293,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sha256", help="expected digest, for entries without one or to pin another release")
     p.add_argument("--manifest", type=Path, help="another checkpoint manifest (TOML)")
     p.set_defaults(func=cmd_tools_download)
+
+    from tiragent.train.sft_data import GenSFTConfig
+
+    train = sub.add_parser("train", help="train the policy").add_subparsers(dest="train_command", required=True)
+    p = train.add_parser("gen-sft", help="searched and perturbed SFT trajectories over MCP", dataclass_types=[GenSFTConfig])
+    p.set_defaults(func=cmd_train_gen_sft)
 
     p = sub.add_parser("metrics", help="quality metrics of an image (full-reference ones with --reference)")
     p.add_argument("image", type=Path)

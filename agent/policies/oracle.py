@@ -20,9 +20,11 @@ class OraclePolicy:
     name = "oracle"
     default_max_steps = 400
 
-    def __init__(self, include_high_cost: bool = False, metric: str = "psnr") -> None:
+    def __init__(self, include_high_cost: bool = False, metric: str | tuple[str, ...] = "psnr") -> None:
+        """``metric``: one full-reference metric, or several, scored as the mean of their normalised values."""
         self.include_high_cost = include_high_cost
-        self.metric = metric
+        self.metrics = (metric,) if isinstance(metric, str) else tuple(metric)
+        self.metric = "+".join(self.metrics)
         self.frontier: list[tuple[str, tuple[str, ...]]] = []
         self.pending: list[tuple[Action, tuple[str, ...]]] = []
         self.scores: dict[str, float] = {}
@@ -31,8 +33,14 @@ class OraclePolicy:
     async def _score(self, observation: Observation, image_id: str) -> float:
         if image_id not in self.scores:
             try:
-                values = await observation.session.assess(image_id, observation.reference_id, [self.metric])
-                self.scores[image_id] = values[self.metric]
+                values = await observation.session.assess(image_id, observation.reference_id, list(self.metrics))
+                if len(self.metrics) == 1:
+                    self.scores[image_id] = values[self.metrics[0]]
+                else:
+                    from tiragent.eval.metrics import normalized
+
+                    present = [normalized(m, values[m]) for m in self.metrics if m in values]
+                    self.scores[image_id] = sum(present) / len(present) if present else float("-inf")
             except TirAgentError:  # a different size from the reference (no super-resolution yet)
                 self.scores[image_id] = float("-inf")
         return self.scores[image_id]
@@ -40,7 +48,8 @@ class OraclePolicy:
     async def reset(self, observation: Observation) -> None:
         if observation.reference_id is None:
             raise TirAgentError("the oracle policy needs the clean reference image (it runs in evaluation only)")
-        tasks = observation.known_tasks or await detected_tasks(observation)
+        # known tasks (an empty list: a clean image, nothing to do) come from a benchmark; else the detector's
+        tasks = observation.known_tasks if observation.known_tasks is not None else await detected_tasks(observation)
         self.scores, self.pending = {}, []
         self.remaining = {observation.original_id: tuple(tasks)}
         await self._score(observation, observation.original_id)

@@ -1,0 +1,114 @@
+"""`tir-agent train gen-sft`: searched and perturbed trajectories over MCP, resumable, with a dataset card."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tiragent.cli import main
+from tiragent.images import read_image, write_image
+from tiragent.train.sft_data import GenSFTConfig, plan
+
+
+@pytest.fixture(scope="module")
+def clean_dir(tmp_path_factory):
+    from skimage import data
+    from skimage.transform import resize
+
+    folder = tmp_path_factory.mktemp("clean")
+    for name, image in (("a", data.astronaut()), ("b", data.coffee()), ("c", data.chelsea())):
+        write_image(resize(image, (120, 150), anti_aliasing=True).astype(np.float32), folder / f"{name}.png")
+    return folder
+
+
+ARGS = ["--crop", "64", "--workers", "3", "--whole_view", "48", "--crop_view", "32", "--single_ratio", "0.5",
+        "--clean_ratio", "0.25", "--shuffle_ratio", "1", "--substitute_ratio", "1", "--device", "cpu", "--seed", "3"]  # fmt: skip
+
+
+def records(out):
+    return [json.loads(line) for line in (out / "data.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def dataset(clean_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sft")
+    assert main(["train", "gen-sft", "--clean", str(clean_dir), "--out", str(out), "--images", "4", *ARGS]) == 0
+    return out
+
+
+def test_the_plan_is_a_function_of_the_seed(clean_dir, tmp_path):
+    sources = sorted(clean_dir.iterdir())
+    config = GenSFTConfig(clean=clean_dir, out=tmp_path, images=40, seed=5)
+    assert plan(config, sources) == plan(config, sources)
+    kinds = [len(s.combination) for s in plan(config, sources)]
+    assert 0 in kinds and 1 in kinds and max(kinds) >= 2  # clean, single and combined degradations
+    assert plan(config, sources) != plan(GenSFTConfig(clean=clean_dir, out=tmp_path, images=40, seed=6), sources)
+
+
+def test_conversations_end_on_stop_and_their_images_are_files(dataset):
+    rows = records(dataset)
+    assert {r["kind"] for r in rows} >= {"searched"} and len({r["id"] for r in rows}) == len(rows)
+    for r in rows:
+        messages = r["messages"]
+        assert messages[0]["role"] == "system" and messages[-1] == {"role": "assistant", "content": [{"type": "text", "text": "STOP"}]}
+        calls = [m["tool_calls"][0]["function"] for m in messages if m.get("tool_calls")]
+        assert [f"{c['name']}.{c['arguments']['model']}" for c in calls] == r["trajectory"]
+        placeholders = sum(p.get("type") == "image" for m in messages if isinstance(m["content"], list) for p in m["content"])
+        assert placeholders == len(r["images"]) >= 1
+        assert all(read_image(dataset / path).shape[2] == 3 for path in r["images"])
+    for r in rows:
+        if r["kind"] == "searched" and not r["combination"]:
+            assert r["trajectory"] == [] and len(r["messages"]) == 3  # a clean photo: STOP at once
+        if r["kind"] == "searched" and r["combination"]:
+            assert r["gain"]["score"] >= -1e-6  # the search never keeps a worse image than its input
+
+
+def test_perturbed_twins_are_other_real_trajectories(dataset):
+    rows = records(dataset)
+    by_image = {}
+    for r in rows:
+        by_image.setdefault(r["id"].split("_")[0], {})[r["kind"]] = r
+    twins = [(g["searched"], g[k]) for g in by_image.values() for k in ("shuffled", "substituted") if k in g]
+    assert twins, "every non-empty path gets a substituted twin at ratio 1"
+    for searched, twin in twins:
+        assert twin["trajectory"] != searched["trajectory"]
+        if twin["kind"] == "shuffled":
+            assert sorted(twin["trajectory"]) == sorted(searched["trajectory"])
+        else:
+            assert [s.split(".")[0] for s in twin["trajectory"]] == [s.split(".")[0] for s in searched["trajectory"]]
+        assert twin["images"] and twin["images"][0] != searched["images"][0]  # its own images, re-executed
+
+
+def test_a_rerun_continues_and_the_card_counts_the_data(dataset, clean_dir):
+    before = (dataset / "data.jsonl").read_text()
+    assert main(["train", "gen-sft", "--clean", str(clean_dir), "--out", str(dataset), "--images", "5", *ARGS]) == 0
+    after = (dataset / "data.jsonl").read_text()
+    assert after.startswith(before)  # nothing redone
+    rows = records(dataset)
+    assert sorted({r["id"].split("_")[0] for r in rows}) == [f"{i:06d}" for i in range(5)]
+    card = json.loads((dataset / "card.json").read_text())
+    assert card["conversations"] == len(rows) and card["images"] == 5
+    assert sum(card["per_combination"].values()) == 5 and card["distinct_trajectories"] <= len(rows)
+    assert 0 <= card["order_diversity"] <= 1 and 0 <= card["tool_diversity"] <= 1
+    assert "# SFT data card" in (dataset / "card.md").read_text()
+    tools = json.loads((dataset / "tools.json").read_text())
+    assert {t["function"]["name"] for t in tools} == {"denoise", "motion_deblur", "defocus_deblur", "derain", "dehaze", "dejpeg", "sr", "lowlight"}
+
+
+def test_a_conversation_renders_with_the_policys_template(dataset, tmp_path):
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    from tiragent.agent.tiny import build_tiny_qwen
+
+    processor = AutoProcessor.from_pretrained(build_tiny_qwen(tmp_path / "tiny"))
+    row = max(records(dataset), key=lambda r: len(r["trajectory"]))
+    images = [Image.open(dataset / p).convert("RGB") for p in row["images"]]
+    tools = json.loads((dataset / "tools.json").read_text())
+    out = processor.apply_chat_template(row["messages"], tools=tools, tokenize=False)
+    assert out.startswith("<|im_start|>system\nYou restore") and "\n\n# Tools\n" in out
+    assert out.count("<|image_pad|>") == len(images) and out.count('<tool_call>\n{"name": "') == len(row["trajectory"])
+    encoded = processor(text=[out], images=images, return_tensors="pt")
+    assert encoded["input_ids"].shape[1] > 0 and encoded["pixel_values"].shape[0] > 0

@@ -1,0 +1,314 @@
+"""SFT data: searched trajectories over MCP, with exploration-driven perturbations (``tir-agent train gen-sft``).
+
+For each training image: a random crop of a clean photo, degraded with one of the benchmark
+protocol's 16 combinations, a single degradation, or nothing (so that the policy learns to
+stop at once). The oracle search (``agent/policies/oracle.py``) finds the best order of the
+true tasks and the best tools with the clean image as reference, scored by the full-reference
+part of the reward (mean of normalised PSNR, SSIM and MS-SSIM), keeping the best image seen,
+the input included: so a trajectory stops where no step improves. Every call is an MCP call;
+``workers`` images are searched at once so the server's pool batches them.
+
+Perturbations add trajectories whose task order is shuffled, or in which one step's tool is
+replaced by another tool of the same task; each is re-executed through MCP, so its images and
+outcomes are real. Each trajectory becomes one conversation in the format of
+``agent/conversation.py`` (the one the policy acts in), its images written as PNG files.
+
+Layout of the output folder (``datasets.load_dataset("json", data_files=".../data.jsonl")``):
+``data.jsonl`` (one conversation per line: ``messages`` with image placeholders, ``images``
+as paths relative to the folder, the trajectory, its kind and its gains), ``images/``,
+``tools.json`` (the tool schemas the conversations were made with) and ``card.json`` / ``card.md``.
+A rerun with the same folder continues after the last finished image.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from tqdm.auto import tqdm
+
+from tiragent.agent.actions import Action, Stop
+from tiragent.agent.conversation import (
+    ViewConfig,
+    call_turn,
+    fetch_views,
+    result_text,
+    result_turn,
+    split_images,
+    stop_turn,
+    system_turn,
+    task_turn,
+    tool_schemas,
+)
+from tiragent.agent.loop import restore
+from tiragent.agent.policies.oracle import OraclePolicy
+from tiragent.agent.policy import NO_REFERENCE_METRICS, Observation
+from tiragent.agent.session import ActionSpace, ToolSession, open_session
+from tiragent.errors import TirAgentError
+from tiragent.eval.bench import all_combinations
+from tiragent.eval.degradations import degrade, get_degradation
+from tiragent.eval.metrics import normalized
+from tiragent.images import list_images, read_image, write_image
+
+FULL_REFERENCE = ("psnr", "ssim", "ms_ssim")
+
+
+@dataclass
+class GenSFTConfig:
+    """Options of ``tir-agent train gen-sft``; each field's help is its command-line help."""
+
+    clean: Path = field(metadata={"help": "Folder of clean training photos."})
+    out: Path = field(metadata={"help": "Output folder (data.jsonl, images/, tools.json, card); a rerun continues it."})
+    images: int = field(default=64, metadata={"help": "Training images to make (each gives one searched trajectory and its perturbations)."})
+    crop: int = field(default=256, metadata={"help": "Side of the random crop taken from each clean photo."})
+    workers: int = field(default=4, metadata={"help": "Images searched at once (their tool calls reach the server together)."})
+    server: str | None = field(default=None, metadata={"help": "Streamable-HTTP URL of a running server (default: start one over stdio)."})
+    seed: int = field(default=0, metadata={"help": "Seed of the crops, degradations and perturbations."})
+    degradations: str = field(default="protocol", metadata={"help": "Where degradations come from: 'protocol' (the benchmark's)."})
+    single_ratio: float = field(default=0.25, metadata={"help": "Share of images with a single degradation."})
+    clean_ratio: float = field(default=0.1, metadata={"help": "Share of clean images (the right answer is STOP at once)."})
+    shuffle_ratio: float = field(default=0.5, metadata={"help": "Chance that a trajectory of two or more steps gets a shuffled-order twin."})
+    substitute_ratio: float = field(default=0.5, metadata={"help": "Chance that a trajectory gets a twin with one tool replaced."})
+    whole_view: int = field(default=256, metadata={"help": "Longest side of the whole-image view the policy sees."})
+    crop_view: int = field(default=128, metadata={"help": "Side of the native-resolution crop shown beside it (0: none)."})
+    short_prompt: bool = field(default=False, metadata={"help": "Short system prompt and tool list, for small policies."})
+    device: str = field(default="auto", metadata={"help": "Device of the stdio server this starts."})
+
+    def __post_init__(self) -> None:
+        if self.degradations != "protocol":
+            raise TirAgentError(f"unknown degradation source {self.degradations!r}: 'protocol' is the one there is")
+        if not 0 <= self.single_ratio + self.clean_ratio <= 1:
+            raise TirAgentError("single_ratio + clean_ratio must lie in [0, 1]")
+
+    @property
+    def views(self) -> ViewConfig:
+        return ViewConfig(whole=self.whole_view, crop=self.crop_view, short_prompt=self.short_prompt)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One training image: where it came from and what was done to it."""
+
+    index: int
+    source: str
+    combination: tuple[str, ...]
+    seed: int
+
+
+def plan(config: GenSFTConfig, sources: list[Path]) -> list[Sample]:
+    """The images to make, a pure function of the config: the same seed, the same data."""
+    rng = random.Random(config.seed)
+    combos = [combo for _, combo in all_combinations()]
+    singles = sorted({name for combo in combos for name in combo})
+    samples = []
+    for i in range(config.images):
+        draw = rng.random()
+        if draw < config.clean_ratio:
+            combination: tuple[str, ...] = ()
+        elif draw < config.clean_ratio + config.single_ratio:
+            combination = (rng.choice(singles),)
+        else:
+            combination = rng.choice(combos)
+        samples.append(Sample(i, sources[rng.randrange(len(sources))].name, combination, rng.randrange(2**31)))
+    return samples
+
+
+def make_pair(sample: Sample, folder: Path, crop: int) -> tuple[np.ndarray, np.ndarray]:
+    clean = read_image(folder / sample.source)
+    rng = np.random.default_rng(sample.seed)
+    h, w = clean.shape[:2]
+    side = min(crop, h, w)
+    top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+    clean = np.ascontiguousarray(clean[top : top + side, left : left + side])
+    degraded, _ = degrade(clean, list(sample.combination), seed=sample.seed) if sample.combination else (clean, [])
+    return degraded, clean
+
+
+def fr_score(values: dict[str, float]) -> float:
+    present = [normalized(m, values[m]) for m in FULL_REFERENCE if m in values]
+    return sum(present) / len(present) if present else float("-inf")
+
+
+class Replay:
+    """A policy that plays back a fixed list of (task, model) steps, then stops: re-executes a perturbed trajectory."""
+
+    name = "replay"
+    default_max_steps = 16
+
+    def __init__(self, steps: list[tuple[str, str]]) -> None:
+        self.steps = list(steps)
+
+    async def reset(self, observation: Observation) -> None:
+        pass
+
+    async def next(self, observation: Observation) -> Action | Stop:
+        if len(observation.steps) >= len(self.steps):
+            return Stop(reason="replayed")
+        task, model = self.steps[len(observation.steps)]
+        return Action(task, model)
+
+
+def perturbations(path: list[tuple[str, str]], space: ActionSpace, rng: random.Random, config: GenSFTConfig) -> list[tuple[str, list[tuple[str, str]]]]:
+    """Shuffled-order and tool-substituted twins of a searched path (only where they differ from it)."""
+    twins: list[tuple[str, list[tuple[str, str]]]] = []
+    if len(path) >= 2 and rng.random() < config.shuffle_ratio:
+        shuffled = path[:]
+        while shuffled == path:
+            rng.shuffle(shuffled)
+        twins.append(("shuffled", shuffled))
+    if path and rng.random() < config.substitute_ratio:
+        i = rng.randrange(len(path))
+        task, model = path[i]
+        others = [m for m in space.models[task] if m != model and space.cost(task, m) != "high"]
+        if others:
+            substituted = path[:]
+            substituted[i] = (task, rng.choice(others))
+            twins.append(("substituted", substituted))
+    return twins
+
+
+async def conversation(
+    session: ToolSession, trajectory: Any, original: np.ndarray, views: ViewConfig, image_dir: Path, stem: str, base: Path
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The trajectory's path as the conversation the policy acts in, its images written as PNG files."""
+    h, w = original.shape[:2]
+    messages = [system_turn(views.short_prompt), task_turn(await fetch_views(session, trajectory.original_id, w, h, views))]
+    for step in trajectory.path():
+        messages.append(call_turn(step.task, {"model": step.model}))
+        shown = await fetch_views(session, step.output_id, step.width, step.height, views)
+        messages.append(result_turn(result_text(step.task, step.model, {k: v for k, v in step.metrics.items() if k in NO_REFERENCE_METRICS}), shown))
+    messages.append(stop_turn())
+    placeholders, images = split_images(messages)
+    paths = []
+    for k, image in enumerate(images):
+        path = image_dir / f"{stem}_{k}.png"
+        write_image(image, path)
+        paths.append(str(path.relative_to(base)))
+    return placeholders, paths
+
+
+async def gains(session: ToolSession, trajectory: Any, degraded: np.ndarray, clean: np.ndarray, reference_id: str) -> dict[str, float]:
+    """Gain of the trajectory's result over its input; a smaller input (low resolution) is scored bicubic-upscaled."""
+    baseline_id = trajectory.original_id
+    if degraded.shape != clean.shape:
+        upscaled = cv2.resize(degraded, (clean.shape[1], clean.shape[0]), interpolation=cv2.INTER_CUBIC)
+        baseline_id = await session.load(np.clip(upscaled, 0, 1))
+    before = await session.assess(baseline_id, reference_id, list(FULL_REFERENCE))
+    try:
+        after = await session.assess(trajectory.final_id, reference_id, list(FULL_REFERENCE))
+    except TirAgentError:  # another size than the clean image (super-resolution never ran)
+        return {"psnr": float("nan"), "score": float("nan")}
+    return {"psnr": after["psnr"] - before["psnr"], "score": fr_score(after) - fr_score(before)}
+
+
+async def _one(session: ToolSession, sample: Sample, config: GenSFTConfig, space: ActionSpace) -> list[dict[str, Any]]:
+    degraded, clean = make_pair(sample, config.clean, config.crop)
+    known = [get_degradation(d).task for d in sample.combination]
+    search = OraclePolicy(metric=FULL_REFERENCE)
+    _, searched = await restore(session, degraded, search, reference=clean, known_tasks=known, name=f"{sample.index:06d}")
+    reference_id = await session.load(clean)
+    path = [(s.task, s.model) for s in searched.path()]
+    rng = random.Random(sample.seed)
+    runs = [("searched", searched, len(searched.steps))]
+    for kind, steps in perturbations(path, space, rng, config):
+        _, replayed = await restore(session, degraded, Replay(steps), name=f"{sample.index:06d}-{kind}")
+        runs.append((kind, replayed, len(steps)))
+    records = []
+    for kind, trajectory, calls in runs:
+        stem = f"{sample.index:06d}_{kind}"
+        messages, images = await conversation(session, trajectory, degraded, config.views, config.out / "images", stem, config.out)
+        records.append({
+            "id": stem, "kind": kind, "combination": list(sample.combination), "source": sample.source, "seed": sample.seed,
+            "trajectory": [f"{s.task}.{s.model}" for s in trajectory.path()], "search_calls": calls,
+            "gain": await gains(session, trajectory, degraded, clean, reference_id), "messages": messages, "images": images,
+        })  # fmt: skip
+    return records
+
+
+def done_indices(data: Path) -> set[int]:
+    if not data.exists():
+        return set()
+    done = set()
+    for line in data.read_text().splitlines():
+        if line.strip():
+            done.add(int(json.loads(line)["id"].split("_", 1)[0]))
+    return done
+
+
+async def generate(config: GenSFTConfig) -> dict[str, Any]:
+    """Make (or continue) the dataset; returns its card."""
+    sources = list_images(config.clean)
+    if not sources:
+        raise TirAgentError(f"{config.clean}: no images")
+    config.out.mkdir(parents=True, exist_ok=True)
+    (config.out / "images").mkdir(exist_ok=True)
+    data = config.out / "data.jsonl"
+    done = done_indices(data)
+    todo = [s for s in plan(config, sources) if s.index not in done]
+    async with open_session(config.server, device=config.device) as session:
+        space = await session.action_space()
+        (config.out / "tools.json").write_text(json.dumps(tool_schemas(space, short=config.short_prompt), indent=1))
+        slots = asyncio.Semaphore(max(1, config.workers))
+        progress = tqdm(total=config.images, initial=config.images - len(todo), desc="gen-sft", unit="img")
+
+        async def worker(sample: Sample) -> None:
+            async with slots:
+                records = await _one(session, sample, config, space)
+            with data.open("a") as f:  # whole images only: a crash never leaves half of one
+                f.write("".join(json.dumps(r) + "\n" for r in records))
+            progress.update(1)
+
+        await asyncio.gather(*(worker(s) for s in todo))
+        progress.close()
+    card = dataset_card(config, data)
+    (config.out / "card.json").write_text(json.dumps(card, indent=2))
+    (config.out / "card.md").write_text(card_markdown(card))
+    return card
+
+
+def dataset_card(config: GenSFTConfig, data: Path) -> dict[str, Any]:
+    records = [json.loads(line) for line in data.read_text().splitlines() if line.strip()]
+    searched = [r for r in records if r["kind"] == "searched"]
+    by_tasks: dict[tuple[str, ...], set[tuple[str, ...]]] = defaultdict(set)
+    by_order: dict[tuple[str, ...], set[tuple[str, ...]]] = defaultdict(set)
+    for r in records:
+        steps = tuple(r["trajectory"])
+        tasks = tuple(s.split(".")[0] for s in steps)
+        by_tasks[tuple(sorted(tasks))].add(tasks)
+        by_order[tasks].add(steps)
+    multi = [v for k, v in by_tasks.items() if len(k) >= 2]
+    mean = lambda xs: float(np.nanmean(xs)) if xs else 0.0  # noqa: E731
+    return {
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
+        "conversations": len(records),
+        "images": len(searched),
+        "kinds": dict(Counter(r["kind"] for r in records)),
+        "per_combination": dict(sorted(Counter("+".join(r["combination"]) or "clean" for r in searched).items())),
+        "searched_gain_psnr_db": mean([r["gain"]["psnr"] for r in searched]),
+        "searched_gain_score": mean([r["gain"]["score"] for r in searched]),
+        "search_calls_per_trajectory": mean([r["search_calls"] for r in searched]),
+        "steps_per_trajectory": mean([len(r["trajectory"]) for r in records]),
+        "distinct_trajectories": len({tuple(r["trajectory"]) for r in records}),
+        "order_diversity": sum(len(v) > 1 for v in multi) / len(multi) if multi else 0.0,
+        "tool_diversity": sum(len(v) > 1 for v in by_order.values() if v) / len(by_order) if by_order else 0.0,
+    }
+
+
+def card_markdown(card: dict[str, Any]) -> str:
+    lines = [
+        "# SFT data card", "",
+        f"{card['conversations']} conversations from {card['images']} images ({', '.join(f'{k} {v}' for k, v in card['kinds'].items())}).", "",
+        f"- Searched trajectories gain {card['searched_gain_psnr_db']:.2f} dB PSNR and {card['searched_gain_score']:.3f} in the full-reference "
+        f"score over their input, with {card['search_calls_per_trajectory']:.1f} search calls each and {card['steps_per_trajectory']:.2f} steps per trajectory.",
+        f"- Diversity: {card['distinct_trajectories']} distinct trajectories; order diversity {card['order_diversity']:.2f} (share of task sets of two "
+        f"or more seen in more than one order); tool diversity {card['tool_diversity']:.2f} (share of task sequences seen with more than one choice of tools).",
+        "", "| combination | images |", "|---|---:|", *(f"| {k} | {v} |" for k, v in card["per_combination"].items()), "",
+    ]  # fmt: skip
+    return "\n".join(lines)
