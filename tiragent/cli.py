@@ -120,6 +120,14 @@ def cmd_train_gen_sft(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_sft(args: argparse.Namespace) -> int:
+    from tiragent.train.sft import SFTRunConfig, train_sft
+
+    out = train_sft(from_args(SFTRunConfig, args))
+    print(f"policy written to {out}; run it with `tir-agent restore IMAGE -o OUT --policy {out}`")
+    return 0
+
+
 def cmd_tools_recipes(args: argparse.Namespace) -> int:
     from tiragent.train.tool_recipes import RECIPES
 
@@ -299,6 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train the policy").add_subparsers(dest="train_command", required=True)
     p = train.add_parser("gen-sft", help="searched and perturbed SFT trajectories over MCP", dataclass_types=[GenSFTConfig])
     p.set_defaults(func=cmd_train_gen_sft)
+    from tiragent.train.sft import SFTRunConfig
+
+    p = train.add_parser("sft", help="supervised fine-tuning of the policy on gen-sft conversations (trl)", dataclass_types=[SFTRunConfig])
+    p.set_defaults(func=cmd_train_sft)
 
     p = sub.add_parser("metrics", help="quality metrics of an image (full-reference ones with --reference)")
     p.add_argument("image", type=Path)

@@ -1,0 +1,74 @@
+"""`tir-agent train sft`: trl's SFTTrainer on gen-sft conversations, with the tools and the images of tool turns."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from mcp import Client
+
+from tiragent.agent.loop import restore
+from tiragent.agent.policies.qwen import QwenVLPolicy
+from tiragent.agent.session import ToolSession
+from tiragent.agent.tiny import build_tiny_qwen
+from tiragent.cli import main
+from tiragent.images import write_image
+from tiragent.server.app import ServerConfig, build_server
+from tiragent.train.sft import ToolConversationCollator, conversations
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return build_tiny_qwen(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from skimage import data as samples
+    from skimage.transform import resize
+
+    clean = tmp_path_factory.mktemp("clean")
+    write_image(resize(samples.astronaut(), (96, 96), anti_aliasing=True).astype(np.float32), clean / "a.png")
+    out = tmp_path_factory.mktemp("sft-data")
+    args = ["train", "gen-sft", "--clean", str(clean), "--out", str(out), "--images", "2", "--crop", "64", "--single_ratio", "0.5",
+            "--clean_ratio", "0.5", "--whole_view", "48", "--crop_view", "0", "--short_prompt", "--device", "cpu", "--seed", "1"]  # fmt: skip
+    assert main(args) == 0
+    return out
+
+
+def test_the_collator_trains_on_what_the_policy_says_and_nothing_else(tiny, data):
+    from transformers import AutoProcessor
+
+    from tiragent.agent.tiny import chat_template
+
+    processor = AutoProcessor.from_pretrained(tiny)
+    processor.chat_template = chat_template()
+    collator = ToolConversationCollator(processor, json.loads((data / "tools.json").read_text()), data)
+    rows = conversations(data)
+    batch = collator([{"conversation": json.dumps(r)} for r in rows])
+    assert batch["input_ids"].shape == batch["labels"].shape and "pixel_values" in batch
+    for i, row in enumerate(rows):
+        trained = processor.tokenizer.decode(batch["labels"][i][batch["labels"][i] != -100])
+        calls = [m["tool_calls"][0]["function"] for m in row["messages"] if m.get("tool_calls")]
+        expected = "".join(f'<tool_call>\n{{"name": "{c["name"]}", "arguments": {json.dumps(c["arguments"])}}}\n</tool_call><|im_end|>' for c in calls)
+        assert trained == expected + "STOP<|im_end|>"
+
+
+async def test_sft_trains_saves_and_the_policy_runs(tiny, data, tmp_path, astronaut):
+    out = tmp_path / "policy"
+    assert main(["train", "sft", "--data", str(data), "--model", str(tiny), "--out", str(out), "--max_steps", "2", "--batch_size", "2"]) == 0
+    card = json.loads((out / "tir_agent_sft.json").read_text())
+    assert card["steps"] == 2 and math.isfinite(card["first_loss"]) and math.isfinite(card["last_loss"])
+    policy = QwenVLPolicy(str(out), max_new_tokens=8)
+    async with Client(build_server(ServerConfig(roots=[tmp_path], preview_size=0))) as client:
+        result, trajectory = await restore(ToolSession(client), astronaut, policy, max_steps=2)
+    assert result.shape == astronaut.shape and trajectory.stop_reason
+
+
+def test_missing_data_is_named(tmp_path, capsys):
+    assert main(["train", "sft", "--data", str(tmp_path), "--model", "x", "--out", str(tmp_path / "o")]) == 2
+    assert "data.jsonl does not exist" in capsys.readouterr().err
