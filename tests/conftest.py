@@ -66,3 +66,21 @@ def http_client(url: str, token: str | None = None) -> Client:
     return Client(streamable_http_client(url, http_client=httpx2.AsyncClient(headers=headers, timeout=60)))
 
 
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory):
+    """A tiny random Qwen3-VL policy built offline, once per test run."""
+    from tiragent.agent.tiny import build_tiny_qwen
+
+    return build_tiny_qwen(tmp_path_factory.mktemp("tiny-qwen"))
+
+
+@pytest.fixture
+async def session(tmp_path):
+    """An agent-side tool session on an in-memory server."""
+    from tiragent.agent.session import ToolSession
+    from tiragent.server.app import ServerConfig, build_server
+
+    async with Client(build_server(ServerConfig(roots=[tmp_path], preview_size=0))) as client:
+        yield ToolSession(client)

@@ -5,15 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import psnr
-from mcp import Client
 
 from tiragent.agent.actions import Action, Stop
 from tiragent.agent.loop import restore
 from tiragent.agent.policy import POLICIES, create_policy
-from tiragent.agent.session import ToolSession
 from tiragent.errors import TirAgentError, ToolNotFoundError
 from tiragent.eval.degradations import degrade
-from tiragent.server.app import ServerConfig, build_server
 
 pytestmark = pytest.mark.anyio
 
@@ -26,12 +23,6 @@ def case():
     clean = resize(data.astronaut(), (160, 160), anti_aliasing=True).astype(np.float32)
     degraded, _ = degrade(clean, ["haze", "noise"], seed=1, params={"noise": {"kind": "gaussian", "sigma": 30}})
     return clean, degraded
-
-
-@pytest.fixture
-async def session(tmp_path):
-    async with Client(build_server(ServerConfig(roots=[tmp_path], preview_size=0))) as client:
-        yield ToolSession(client)
 
 
 async def test_action_space_is_read_from_the_server(session):

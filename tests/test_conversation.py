@@ -6,14 +6,10 @@ import copy
 
 import numpy as np
 import pytest
-from mcp import Client
 
 from tiragent.agent.conversation import GRID, ViewConfig, crop_window, fetch_views, split_images, stop_turn, tool_schemas
 from tiragent.agent.loop import restore
 from tiragent.agent.policies.qwen import QwenVLPolicy
-from tiragent.agent.session import ToolSession
-from tiragent.agent.tiny import build_tiny_qwen
-from tiragent.server.app import ServerConfig, build_server
 
 pytestmark = pytest.mark.anyio
 
@@ -22,17 +18,6 @@ REPLIES = [
     '<tool_call>\n{"name": "denoise", "arguments": {"model": "nlm"}}\n</tool_call>',
     "STOP",
 ]
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return build_tiny_qwen(tmp_path_factory.mktemp("tiny-qwen"))
-
-
-@pytest.fixture
-async def session(tmp_path):
-    async with Client(build_server(ServerConfig(roots=[tmp_path], preview_size=0))) as client:
-        yield ToolSession(client)
 
 
 @pytest.fixture

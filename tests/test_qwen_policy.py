@@ -3,29 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from mcp import Client
 
 from tiragent.agent.actions import Action, Stop
 from tiragent.agent.conversation import tool_schemas
 from tiragent.agent.loop import restore
 from tiragent.agent.policies.qwen import QwenVLPolicy, parse_reply
 from tiragent.agent.policy import create_policy
-from tiragent.agent.session import ToolSession
 from tiragent.agent.tiny import build_tiny_qwen
-from tiragent.server.app import ServerConfig, build_server
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return build_tiny_qwen(tmp_path_factory.mktemp("tiny-qwen"))
-
-
-@pytest.fixture
-async def session(tmp_path):
-    async with Client(build_server(ServerConfig(roots=[tmp_path], preview_size=0))) as client:
-        yield ToolSession(client)
 
 
 @pytest.fixture

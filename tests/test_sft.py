@@ -12,18 +12,12 @@ from mcp import Client
 from tiragent.agent.loop import restore
 from tiragent.agent.policies.qwen import QwenVLPolicy
 from tiragent.agent.session import ToolSession
-from tiragent.agent.tiny import build_tiny_qwen
 from tiragent.cli import main
 from tiragent.images import write_image
 from tiragent.server.app import ServerConfig, build_server
 from tiragent.train.sft import ToolConversationCollator, conversations
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return build_tiny_qwen(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +34,12 @@ def data(tmp_path_factory):
     return out
 
 
-def test_the_collator_trains_on_what_the_policy_says_and_nothing_else(tiny, data):
+def test_the_collator_trains_on_what_the_policy_says_and_nothing_else(checkpoint, data):
     from transformers import AutoProcessor
 
     from tiragent.agent.tiny import chat_template
 
-    processor = AutoProcessor.from_pretrained(tiny)
+    processor = AutoProcessor.from_pretrained(checkpoint)
     processor.chat_template = chat_template()
     collator = ToolConversationCollator(processor, json.loads((data / "tools.json").read_text()), data)
     rows = conversations(data)
@@ -58,9 +52,9 @@ def test_the_collator_trains_on_what_the_policy_says_and_nothing_else(tiny, data
         assert trained == expected + "STOP<|im_end|>"
 
 
-async def test_sft_trains_saves_and_the_policy_runs(tiny, data, tmp_path, astronaut):
+async def test_sft_trains_saves_and_the_policy_runs(checkpoint, data, tmp_path, astronaut):
     out = tmp_path / "policy"
-    assert main(["train", "sft", "--data", str(data), "--model", str(tiny), "--out", str(out), "--max_steps", "2", "--batch_size", "2"]) == 0
+    assert main(["train", "sft", "--data", str(data), "--model", str(checkpoint), "--out", str(out), "--max_steps", "2", "--batch_size", "2"]) == 0
     card = json.loads((out / "tir_agent_sft.json").read_text())
     assert card["steps"] == 2 and math.isfinite(card["first_loss"]) and math.isfinite(card["last_loss"])
     policy = QwenVLPolicy(str(out), max_new_tokens=8)

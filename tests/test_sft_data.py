@@ -97,13 +97,11 @@ def test_a_rerun_continues_and_the_card_counts_the_data(dataset, clean_dir):
     assert {t["function"]["name"] for t in tools} == {"denoise", "motion_deblur", "defocus_deblur", "derain", "dehaze", "dejpeg", "sr", "lowlight"}
 
 
-def test_a_conversation_renders_with_the_policys_template(dataset, tmp_path):
+def test_a_conversation_renders_with_the_policys_template(dataset, checkpoint):
     from PIL import Image
     from transformers import AutoProcessor
 
-    from tiragent.agent.tiny import build_tiny_qwen
-
-    processor = AutoProcessor.from_pretrained(build_tiny_qwen(tmp_path / "tiny"))
+    processor = AutoProcessor.from_pretrained(checkpoint)
     row = max(records(dataset), key=lambda r: len(r["trajectory"]))
     images = [Image.open(dataset / p).convert("RGB") for p in row["images"]]
     tools = json.loads((dataset / "tools.json").read_text())
