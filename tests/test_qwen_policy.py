@@ -105,3 +105,20 @@ async def test_a_lora_adapter_loads_with_peft(checkpoint, tmp_path, session, ima
     assert type(policy.model).__name__ == "PeftModelForCausalLM" or hasattr(policy.model, "peft_config")
     _, trajectory = await restore(session, image, policy, max_steps=1)
     assert len(trajectory.steps) <= 1
+
+
+def test_an_older_copy_of_the_projects_template_is_replaced(checkpoint, tmp_path):
+    import shutil
+
+    from transformers import AutoProcessor
+
+    from tiragent.agent.policies.qwen import OUR_TEMPLATE_MARK
+    from tiragent.agent.tiny import chat_template
+
+    old = tmp_path / "old"
+    shutil.copytree(checkpoint, old)
+    processor = AutoProcessor.from_pretrained(old)
+    processor.chat_template = chat_template().replace("{% generation %}", "").replace("{% endgeneration %}", "")  # as saved before
+    processor.save_pretrained(old)
+    assert OUR_TEMPLATE_MARK in chat_template()
+    assert QwenVLPolicy(str(old)).processor.chat_template == chat_template()

@@ -33,6 +33,8 @@ from tiragent.agent.session import ActionSpace
 from tiragent.agent.tiny import chat_template
 from tiragent.images import to_uint8
 
+OUR_TEMPLATE_MARK = "You may call one function per turn to restore the image"
+"""A line every version of agent/templates/qwen_vl_tools.jinja has."""
 TOOL_CALL = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.DOTALL)
 
 
@@ -83,8 +85,11 @@ class QwenVLPolicy:
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         self.processor = AutoProcessor.from_pretrained(checkpoint)
         template = getattr(self.processor, "chat_template", None) or ""
-        if "tool_call" not in template:
-            self.processor.chat_template = chat_template()
+        ours = chat_template()
+        # A template without tool support, or an older version of this project's own (saved with a checkpoint, it
+        # would not render what the policy is now trained on): use the current one.
+        if "tool_call" not in template or (OUR_TEMPLATE_MARK in template and template != ours):
+            self.processor.chat_template = ours
         dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
         model = AutoModelForImageTextToText.from_pretrained(checkpoint, dtype=dtype)
         if adapter:
