@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field
 
 from tiragent import __version__
 from tiragent.errors import ImageError, TirAgentError
-from tiragent.images import check_size, decode_image, encode_image
+from tiragent.images import check_size, decode_image, encode_image, write_atomically
 from tiragent.server.config import ServerConfig
 from tiragent.server.pool import ModelPool, PoolConfig
 from tiragent.server.registry import ToolSpec
@@ -282,7 +282,7 @@ def build_server(config: ServerConfig | None = None, pool_config: PoolConfig | N
         if suffix not in {"png", "jpg", "jpeg", "webp", "tif", "tiff", "bmp"}:
             raise ImageError(f"cannot save as {target.suffix!r}: use .png, .jpg, .webp, .tif or .bmp")
         encoded = await anyio.to_thread.run_sync(encode_image, image, suffix)
-        await anyio.to_thread.run_sync(target.write_bytes, encoded)
+        await anyio.to_thread.run_sync(write_atomically, target, encoded)  # a server killed mid-save leaves no partial file
         return SavedImage(image_id=image_id, path=str(target), bytes=len(encoded))
 
     @tool(annotations=ToolAnnotations(read_only_hint=True))

@@ -11,6 +11,7 @@ on one of their ids says that the image expired.
 from __future__ import annotations
 
 import hashlib
+import io
 import tempfile
 import threading
 from collections import OrderedDict
@@ -21,6 +22,7 @@ import numpy as np
 import xxhash
 
 from tiragent.errors import TirAgentError
+from tiragent.images import write_atomically
 
 
 class UnknownImageError(TirAgentError, KeyError):
@@ -86,7 +88,12 @@ class ImageStore:
         image_id = image_id_for(image)
         with self._lock:
             if image_id in self._memory or image_id in self._on_disk:
-                if not np.array_equal(self._load(image_id), image):  # a fast-hash collision: never alias two images
+                try:
+                    known = self._load(image_id)
+                except UnknownImageError:  # its spilled copy is damaged: this put stores it again
+                    self.disk_bytes -= self._on_disk.pop(image_id)
+                    known = image
+                if not np.array_equal(known, image):  # a fast-hash collision: never alias two images
                     image_id = image_id_for(image, secure=True)
             self._expired.pop(image_id, None)
             if image_id in self._memory:
@@ -121,7 +128,11 @@ class ImageStore:
     def _load(self, image_id: str) -> np.ndarray:
         if image_id in self._memory:
             return self._memory[image_id]
-        image = np.load(self.spill_dir / f"{image_id}.npy")
+        path = self.spill_dir / f"{image_id}.npy"
+        try:
+            image = np.load(path)
+        except (OSError, ValueError, EOFError) as err:  # a damaged file in a reused folder: name it, never serve part of it
+            raise UnknownImageError(f"image_id {image_id!r}: its spilled copy {path} is unreadable ({err}); load the image again") from None
         image.setflags(write=False)
         return image
 
@@ -134,7 +145,9 @@ class ImageStore:
             self.memory_bytes -= image.nbytes
             if oldest not in self._on_disk:
                 path = self.spill_dir / f"{oldest}.npy"
-                np.save(path, image)
+                buffer = io.BytesIO()
+                np.save(buffer, image)
+                write_atomically(path, buffer.getvalue())  # a crash mid-spill leaves no truncated image
                 self._on_disk[oldest] = path.stat().st_size
                 self.disk_bytes += self._on_disk[oldest]
                 self.spills += 1

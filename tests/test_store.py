@@ -83,3 +83,35 @@ def test_a_reused_spill_folder_is_trimmed_to_the_budget_at_start(tmp_path):
     assert len(list(tmp_path.glob("img_*.npy"))) == 5
     ImageStore(spill_dir=tmp_path, disk_budget_mb=0.1)
     assert len(list(tmp_path.glob("img_*.npy"))) == 2
+
+
+def test_a_damaged_spilled_copy_is_named_and_a_put_repairs_it(tmp_path):
+    store = ImageStore(memory_budget_mb=0.05, spill_dir=tmp_path)
+    first = store.put(img(0.1)).image_id
+    store.put(img(0.2))  # spills the first
+    path = tmp_path / f"{first}.npy"
+    path.write_bytes(path.read_bytes()[:1000])  # as a crash of an older, non-atomic server left it
+    again = ImageStore(memory_budget_mb=0.05, spill_dir=tmp_path)
+    with pytest.raises(UnknownImageError, match=f"image_id '{first}': its spilled copy .* is unreadable"):
+        again.get(first)
+    assert again.put(img(0.1)).image_id == first and np.array_equal(again.get(first), img(0.1))
+
+
+def test_spills_and_saved_images_are_written_atomically(tmp_path, monkeypatch):
+    import os
+
+    from tiragent.images import read_image, write_image
+
+    target = tmp_path / "out.png"
+    write_image(img(0.25), target)
+    real_replace = os.replace
+
+    def crash(*args):  # the process dies between writing the temporary file and the rename
+        raise OSError("killed")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="killed"):
+        write_image(img(0.75), target)
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert np.allclose(read_image(target), 0.25, atol=1 / 255)  # the old file, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]  # and no partial file beside it

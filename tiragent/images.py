@@ -9,6 +9,8 @@ values, and compositing would invent a background).
 from __future__ import annotations
 
 import io
+import os
+import threading
 from pathlib import Path
 
 import cv2
@@ -161,13 +163,27 @@ def encode_image(image: np.ndarray, fmt: str = "png", *, quality: int = 95, tran
     return buf.tobytes()
 
 
+def write_atomically(path: str | Path, data: bytes) -> Path:
+    """Write a file so that a crash leaves the old file or the new one, never a partial one (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def write_image(image: np.ndarray, path: str | Path, *, quality: int = 95) -> Path:
-    """Write a float RGB image; the format follows the file extension (PNG when there is none)."""
+    """Write a float RGB image, atomically; the format follows the file extension (PNG when there is none)."""
     path = Path(path)
     fmt = path.suffix.lstrip(".") or "png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(encode_image(image, fmt, quality=quality))
-    return path
+    return write_atomically(path, encode_image(image, fmt, quality=quality))
 
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
