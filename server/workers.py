@@ -144,13 +144,19 @@ class ProcessWorkers:
                     self.deaths += 1
                     worker.kill()
                 else:
-                    self._idle.append(worker)
+                    self._give_back(worker)
                 raise
-            self._idle.append(worker)
+            self._give_back(worker)
             return result
 
+    def _give_back(self, worker: _Worker) -> None:
+        with self._lock:  # _take runs on the I/O threads
+            self._idle.append(worker)
+
     def stats(self) -> dict[str, int]:
-        return {"size": self.size, "started": self.started, "idle": len(self._idle), "deaths": self.deaths, "killed": self.killed}
+        with self._lock:
+            idle = len(self._idle)
+        return {"size": self.size, "started": self.started, "idle": idle, "deaths": self.deaths, "killed": self.killed}
 
     def close(self) -> None:
         with self._lock:
