@@ -9,7 +9,8 @@ import pytest
 
 from tiragent.cli import main
 from tiragent.images import read_image, write_image
-from tiragent.train.sft_data import GenSFTConfig, plan
+from tiragent.train.configs import GenSFTConfig
+from tiragent.train.sft_data import plan
 
 
 @pytest.fixture(scope="module")

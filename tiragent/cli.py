@@ -112,7 +112,8 @@ def cmd_tools_train(args: argparse.Namespace) -> int:
 
 
 def cmd_train_gen_sft(args: argparse.Namespace) -> int:
-    from tiragent.train.sft_data import GenSFTConfig, generate
+    from tiragent.train.configs import GenSFTConfig
+    from tiragent.train.sft_data import generate
 
     card = asyncio.run(generate(from_args(GenSFTConfig, args)))
     print((Path(args.out) / "card.md").read_text())
@@ -121,7 +122,8 @@ def cmd_train_gen_sft(args: argparse.Namespace) -> int:
 
 
 def cmd_train_sft(args: argparse.Namespace) -> int:
-    from tiragent.train.sft import SFTRunConfig, train_sft
+    from tiragent.train.configs import SFTRunConfig
+    from tiragent.train.sft import train_sft
 
     out = train_sft(from_args(SFTRunConfig, args))
     print(f"policy written to {out}; run it with `tir-agent restore IMAGE -o OUT --policy {out}`")
@@ -302,13 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", type=Path, help="another checkpoint manifest (TOML)")
     p.set_defaults(func=cmd_tools_download)
 
-    from tiragent.train.sft_data import GenSFTConfig
+    from tiragent.train.configs import GenSFTConfig, SFTRunConfig
 
     train = sub.add_parser("train", help="train the policy").add_subparsers(dest="train_command", required=True)
     p = train.add_parser("gen-sft", help="searched and perturbed SFT trajectories over MCP", dataclass_types=[GenSFTConfig])
     p.set_defaults(func=cmd_train_gen_sft)
-    from tiragent.train.sft import SFTRunConfig
-
     p = train.add_parser("sft", help="supervised fine-tuning of the policy on gen-sft conversations (trl)", dataclass_types=[SFTRunConfig])
     p.set_defaults(func=cmd_train_sft)
 

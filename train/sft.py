@@ -12,31 +12,12 @@ on a GPU (``--lora`` for an adapter through peft).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tiragent.agent.tiny import chat_template
 from tiragent.errors import TirAgentError
-
-
-@dataclass
-class SFTRunConfig:
-    """Options of ``tir-agent train sft``; each field's help is its command-line help."""
-
-    data: Path = field(metadata={"help": "Folder written by `tir-agent train gen-sft` (data.jsonl, images/, tools.json)."})
-    model: str = field(metadata={"help": "Policy to start from: a checkpoint folder or a hub id (Qwen2.5-VL or Qwen3-VL)."})
-    out: Path = field(metadata={"help": "Output folder: checkpoints, then the final policy (loads with --policy OUT)."})
-    lora: bool = field(default=False, metadata={"help": "Train a LoRA adapter (peft) instead of every weight."})
-    lora_rank: int = field(default=16, metadata={"help": "LoRA rank."})
-    epochs: float = field(default=1.0, metadata={"help": "Passes over the data."})
-    max_steps: int = field(default=-1, metadata={"help": "Stop after this many optimiser steps (-1: by epochs)."})
-    batch_size: int = field(default=4, metadata={"help": "Conversations per step."})
-    lr: float = field(default=1e-4, metadata={"help": "Peak learning rate (linear warm-up, then cosine)."})
-    warmup_ratio: float = field(default=0.1, metadata={"help": "Share of the steps spent warming up."})
-    save_steps: int = field(default=200, metadata={"help": "Steps between checkpoints."})
-    seed: int = field(default=0, metadata={"help": "Seed of the order of the data and of LoRA's initialisation."})
-    resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint in OUT."})
+from tiragent.train.configs import SFTRunConfig
 
 
 def conversations(data: Path) -> list[dict[str, Any]]:

@@ -26,7 +26,7 @@ import asyncio
 import json
 import random
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,40 +56,9 @@ from tiragent.eval.bench import all_combinations
 from tiragent.eval.degradations import degrade, get_degradation
 from tiragent.eval.metrics import normalized
 from tiragent.images import list_images, read_image, write_image
+from tiragent.train.configs import GenSFTConfig
 
 FULL_REFERENCE = ("psnr", "ssim", "ms_ssim")
-
-
-@dataclass
-class GenSFTConfig:
-    """Options of ``tir-agent train gen-sft``; each field's help is its command-line help."""
-
-    clean: Path = field(metadata={"help": "Folder of clean training photos."})
-    out: Path = field(metadata={"help": "Output folder (data.jsonl, images/, tools.json, card); a rerun continues it."})
-    images: int = field(default=64, metadata={"help": "Training images to make (each gives one searched trajectory and its perturbations)."})
-    crop: int = field(default=256, metadata={"help": "Side of the random crop taken from each clean photo."})
-    workers: int = field(default=4, metadata={"help": "Images searched at once (their tool calls reach the server together)."})
-    server: str | None = field(default=None, metadata={"help": "Streamable-HTTP URL of a running server (default: start one over stdio)."})
-    seed: int = field(default=0, metadata={"help": "Seed of the crops, degradations and perturbations."})
-    degradations: str = field(default="protocol", metadata={"help": "Where degradations come from: 'protocol' (the benchmark's)."})
-    single_ratio: float = field(default=0.25, metadata={"help": "Share of images with a single degradation."})
-    clean_ratio: float = field(default=0.1, metadata={"help": "Share of clean images (the right answer is STOP at once)."})
-    shuffle_ratio: float = field(default=0.5, metadata={"help": "Chance that a trajectory of two or more steps gets a shuffled-order twin."})
-    substitute_ratio: float = field(default=0.5, metadata={"help": "Chance that a trajectory gets a twin with one tool replaced."})
-    whole_view: int = field(default=256, metadata={"help": "Longest side of the whole-image view the policy sees."})
-    crop_view: int = field(default=128, metadata={"help": "Side of the native-resolution crop shown beside it (0: none)."})
-    short_prompt: bool = field(default=False, metadata={"help": "Short system prompt and tool list, for small policies."})
-    device: str = field(default="auto", metadata={"help": "Device of the stdio server this starts."})
-
-    def __post_init__(self) -> None:
-        if self.degradations != "protocol":
-            raise TirAgentError(f"unknown degradation source {self.degradations!r}: 'protocol' is the one there is")
-        if not 0 <= self.single_ratio + self.clean_ratio <= 1:
-            raise TirAgentError("single_ratio + clean_ratio must lie in [0, 1]")
-
-    @property
-    def views(self) -> ViewConfig:
-        return ViewConfig(whole=self.whole_view, crop=self.crop_view, short_prompt=self.short_prompt)
 
 
 @dataclass(frozen=True)
