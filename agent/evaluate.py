@@ -7,7 +7,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -16,7 +15,7 @@ from tiragent.agent.policy import create_policy
 from tiragent.agent.session import open_session
 from tiragent.eval.bench import load_manifest
 from tiragent.eval.degradations import get_degradation
-from tiragent.eval.metrics import evaluate
+from tiragent.eval.metrics import evaluate, resized_to
 from tiragent.images import read_image
 
 METRICS = ["psnr", "ssim", "ms_ssim", "niqe", "piqe"]
@@ -24,11 +23,7 @@ METRICS = ["psnr", "ssim", "ms_ssim", "niqe", "piqe"]
 
 def score(image: np.ndarray, target: np.ndarray) -> dict[str, float]:
     """Metrics against the target; a result of another size is resized to the target's (area or bicubic)."""
-    if image.shape != target.shape:
-        smaller = image.shape[0] > target.shape[0]
-        image = cv2.resize(image, (target.shape[1], target.shape[0]), interpolation=cv2.INTER_AREA if smaller else cv2.INTER_CUBIC)
-        image = np.clip(image, 0, 1)
-    return evaluate(image, target, METRICS)
+    return evaluate(resized_to(image, target), target, METRICS)
 
 
 async def evaluate_policies(

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+import cv2
 import numpy as np
 
 from tiragent.errors import ImageError, ToolNotFoundError, did_you_mean
@@ -134,6 +135,20 @@ def normalized(name: str, value: float) -> float:
     if info.lower_better:
         score = 1.0 - score
     return float(np.clip(score, 0.0, 1.0))
+
+
+def mean_normalized(values: dict[str, float], names: tuple[str, ...] | list[str]) -> float:
+    """The mean of the normalised values of ``names`` that ``values`` holds (a size may leave some undefined), or -inf."""
+    present = [normalized(n, values[n]) for n in names if n in values]
+    return sum(present) / len(present) if present else float("-inf")
+
+
+def resized_to(image: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """``image`` at the reference's size, for full-reference metrics: area interpolation down, bicubic up (clipped)."""
+    if image.shape == reference.shape:
+        return image
+    interpolation = cv2.INTER_AREA if image.shape[0] > reference.shape[0] else cv2.INTER_CUBIC
+    return np.clip(cv2.resize(image, (reference.shape[1], reference.shape[0]), interpolation=interpolation), 0, 1)
 
 
 def evaluate(

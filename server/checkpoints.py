@@ -24,7 +24,7 @@ import torch
 
 from tiragent.errors import TirAgentError
 from tiragent.server.registry import Cost, ModelDescriptor, register_torch_tool
-from tiragent.tasks import Task, is_task
+from tiragent.tasks import TASK_NAMES, Task, is_task
 
 
 class CheckpointError(TirAgentError, ValueError):
@@ -72,7 +72,7 @@ def _entry(path: Path, number: int, raw: dict[str, Any]) -> CheckpointEntry:
     if unknown:
         raise CheckpointError(f"{path}: tool {name!r} has unknown field {', '.join(map(repr, unknown))}; fields: {', '.join(CheckpointEntry.__dataclass_fields__)}")
     if not is_task(raw["task"]):
-        raise CheckpointError(f"{path}: tool {name!r} has unknown task {raw['task']!r}; tasks: {', '.join(t.value for t in Task)}")
+        raise CheckpointError(f"{path}: tool {name!r} has unknown task {raw['task']!r}; tasks: {', '.join(TASK_NAMES)}")
     cost = raw.get("cost", "high")
     if cost not in Cost._value2member_map_:
         raise CheckpointError(f"{path}: tool {name!r} has unknown cost {cost!r}; costs: {', '.join(c.value for c in Cost)}")

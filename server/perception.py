@@ -39,7 +39,6 @@ FEATURES = [
 ]
 
 
-
 def _centre(image: np.ndarray, size: int = 384) -> np.ndarray:
     h, w = image.shape[:2]
     top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)

@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tiragent.errors import ParameterError, ToolNotFoundError, did_you_mean
-from tiragent.tasks import Task, is_task
+from tiragent.tasks import TASK_NAMES, Task, is_task
 
 if TYPE_CHECKING:
     from torch import nn
@@ -244,7 +244,7 @@ def get_tool(key: str, name: str | None = None) -> ToolSpec:
     if key not in _REGISTRY:
         task = key.split(".", 1)[0]
         if not is_task(task):
-            raise ToolNotFoundError(f"unknown task {task!r}: {did_you_mean(task, [t.value for t in Task])}")
+            raise ToolNotFoundError(f"unknown task {task!r}: {did_you_mean(task, list(TASK_NAMES))}")
         names = [s.name for s in _REGISTRY.values() if s.task == task]
         raise ToolNotFoundError(f"unknown tool {key!r}: task {task!r} has {', '.join(sorted(names))}")
     return _REGISTRY[key]
@@ -254,6 +254,6 @@ def list_tools(task: Task | str | None = None) -> list[ToolSpec]:
     """Every registered tool, or those of one task, sorted by key."""
     _ensure_loaded()
     if task is not None and not is_task(task):
-        raise ToolNotFoundError(f"unknown task {task!r}: {did_you_mean(str(task), [t.value for t in Task])}")
+        raise ToolNotFoundError(f"unknown task {task!r}: {did_you_mean(str(task), list(TASK_NAMES))}")
     specs = sorted(_REGISTRY.values(), key=lambda s: s.key)
     return [s for s in specs if task is None or s.task == Task(task)]

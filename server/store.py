@@ -63,8 +63,8 @@ class ImageStore:
         self.spill_dir.mkdir(parents=True, exist_ok=True)
         self._memory: OrderedDict[str, np.ndarray] = OrderedDict()
         # spilled images, least recently used first, with their file sizes (a reused folder: oldest file first)
-        found = sorted(self.spill_dir.glob("img_*.npy"), key=lambda p: p.stat().st_mtime)
-        self._on_disk: OrderedDict[str, int] = OrderedDict((p.stem, p.stat().st_size) for p in found)
+        found = sorted(((p, p.stat()) for p in self.spill_dir.glob("img_*.npy")), key=lambda f: f[1].st_mtime)
+        self._on_disk: OrderedDict[str, int] = OrderedDict((p.stem, info.st_size) for p, info in found)
         self._expired: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
         self.memory_bytes = 0
@@ -147,9 +147,10 @@ class ImageStore:
                 path = self.spill_dir / f"{oldest}.npy"
                 buffer = io.BytesIO()
                 np.save(buffer, image)
-                write_atomically(path, buffer.getvalue())  # a crash mid-spill leaves no truncated image
-                self._on_disk[oldest] = path.stat().st_size
-                self.disk_bytes += self._on_disk[oldest]
+                data = buffer.getvalue()
+                write_atomically(path, data)  # a crash mid-spill leaves no truncated image
+                self._on_disk[oldest] = len(data)
+                self.disk_bytes += len(data)
                 self.spills += 1
         self._trim_disk()
 

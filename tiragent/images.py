@@ -43,7 +43,7 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str
     except Exception as err:  # PIL raises many types for broken headers
         raise ImageError(f"{name}: corrupt image header ({err})") from None
     check_size(width, height, max_pixels=max_pixels, name=name)
-    if orientation not in (1, None):  # a camera's rotated photo: turned upright as viewers show it
+    if orientation != 1:  # a camera's rotated photo: turned upright as viewers show it
         return to_float_rgb(_decode_with_pil(data, name, upright=True), name=name)
 
     array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)

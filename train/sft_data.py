@@ -30,7 +30,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -49,12 +48,12 @@ from tiragent.agent.conversation import (
 )
 from tiragent.agent.loop import restore
 from tiragent.agent.policies.oracle import OraclePolicy
-from tiragent.agent.policy import NO_REFERENCE_METRICS, Observation
+from tiragent.agent.policy import Observation
 from tiragent.agent.session import ActionSpace, ToolSession, open_session
 from tiragent.errors import TirAgentError
 from tiragent.eval.bench import all_combinations
 from tiragent.eval.degradations import degrade, get_degradation
-from tiragent.eval.metrics import normalized
+from tiragent.eval.metrics import mean_normalized, resized_to
 from tiragent.images import list_images, read_image, write_image
 from tiragent.train.configs import GenSFTConfig
 
@@ -98,11 +97,6 @@ def make_pair(sample: Sample, folder: Path, crop: int) -> tuple[np.ndarray, np.n
     clean = np.ascontiguousarray(clean[top : top + side, left : left + side])
     degraded, _ = degrade(clean, list(sample.combination), seed=sample.seed) if sample.combination else (clean, [])
     return degraded, clean
-
-
-def fr_score(values: dict[str, float]) -> float:
-    present = [normalized(m, values[m]) for m in FULL_REFERENCE if m in values]
-    return sum(present) / len(present) if present else float("-inf")
 
 
 class Replay:
@@ -152,7 +146,7 @@ async def conversation(
     for step in trajectory.path():
         messages.append(call_turn(step.task, {"model": step.model}))
         shown = await fetch_views(session, step.output_id, step.width, step.height, views)
-        messages.append(result_turn(result_text(step.task, step.model, {k: v for k, v in step.metrics.items() if k in NO_REFERENCE_METRICS}), shown))
+        messages.append(result_turn(result_text(step.task, step.model, step.metrics), shown))
     messages.append(stop_turn())
     placeholders, images = split_images(messages)
     paths = []
@@ -163,18 +157,13 @@ async def conversation(
     return placeholders, paths
 
 
-async def gains(session: ToolSession, trajectory: Any, degraded: np.ndarray, clean: np.ndarray, reference_id: str) -> dict[str, float]:
-    """Gain of the trajectory's result over its input; a smaller input (low resolution) is scored bicubic-upscaled."""
-    baseline_id = trajectory.original_id
-    if degraded.shape != clean.shape:
-        upscaled = cv2.resize(degraded, (clean.shape[1], clean.shape[0]), interpolation=cv2.INTER_CUBIC)
-        baseline_id = await session.load(np.clip(upscaled, 0, 1))
-    before = await session.assess(baseline_id, reference_id, list(FULL_REFERENCE))
+async def gains(session: ToolSession, trajectory: Any, before: dict[str, float], reference_id: str) -> dict[str, float]:
+    """Gain of the trajectory's result over the input's metrics ``before``."""
     try:
         after = await session.assess(trajectory.final_id, reference_id, list(FULL_REFERENCE))
     except TirAgentError:  # another size than the clean image (super-resolution never ran)
         return {"psnr": float("nan"), "score": float("nan")}
-    return {"psnr": after["psnr"] - before["psnr"], "score": fr_score(after) - fr_score(before)}
+    return {"psnr": after["psnr"] - before["psnr"], "score": mean_normalized(after, FULL_REFERENCE) - mean_normalized(before, FULL_REFERENCE)}
 
 
 async def _one(session: ToolSession, sample: Sample, config: GenSFTConfig, space: ActionSpace) -> list[dict[str, Any]]:
@@ -183,6 +172,8 @@ async def _one(session: ToolSession, sample: Sample, config: GenSFTConfig, space
     search = OraclePolicy(metric=FULL_REFERENCE)
     _, searched = await restore(session, degraded, search, reference=clean, known_tasks=known, name=f"{sample.index:06d}")
     reference_id = await session.load(clean)
+    # the input's metrics, once for every trajectory of the image (a smaller input is scored upscaled)
+    before = await session.assess(await session.load(resized_to(degraded, clean)), reference_id, list(FULL_REFERENCE))
     path = [(s.task, s.model) for s in searched.path()]
     rng = random.Random(sample.seed)
     runs = [("searched", searched, len(searched.steps))]
@@ -196,7 +187,7 @@ async def _one(session: ToolSession, sample: Sample, config: GenSFTConfig, space
         records.append({
             "id": stem, "kind": kind, "combination": list(sample.combination), "source": sample.source, "seed": sample.seed,
             "trajectory": [f"{s.task}.{s.model}" for s in trajectory.path()], "search_calls": calls,
-            "gain": await gains(session, trajectory, degraded, clean, reference_id), "messages": messages, "images": images,
+            "gain": await gains(session, trajectory, before, reference_id), "messages": messages, "images": images,
         })  # fmt: skip
     return records
 

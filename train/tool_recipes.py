@@ -18,7 +18,7 @@ import numpy as np
 
 from tiragent.errors import ParameterError
 from tiragent.eval.degradations import Params
-from tiragent.tasks import Task, is_task
+from tiragent.tasks import TASK_NAMES, Task, is_task
 
 Sampler = Callable[[np.random.Generator], Params]
 
@@ -135,7 +135,7 @@ RECIPES: dict[str, Recipe] = {
 def get_recipe(task: str, name: str | None = None, arch: str | None = None) -> Recipe:
     """The task's recipe by name, or its first recipe using architecture ``arch``, or its first."""
     if not is_task(task):
-        raise ParameterError(f"unknown task {task!r}; tasks: {', '.join(t.value for t in Task)}")
+        raise ParameterError(f"unknown task {task!r}; tasks: {', '.join(TASK_NAMES)}")
     choices = [r for r in RECIPES.values() if r.task == task]
     if arch is not None:
         listing = ", ".join(f"{r.name} ({r.arch})" for r in choices)

@@ -37,10 +37,9 @@ class OraclePolicy:
                 if len(self.metrics) == 1:
                     self.scores[image_id] = values[self.metrics[0]]
                 else:
-                    from tiragent.eval.metrics import normalized
+                    from tiragent.eval.metrics import mean_normalized
 
-                    present = [normalized(m, values[m]) for m in self.metrics if m in values]
-                    self.scores[image_id] = sum(present) / len(present) if present else float("-inf")
+                    self.scores[image_id] = mean_normalized(values, self.metrics)
             except TirAgentError:  # a different size from the reference (no super-resolution yet)
                 self.scores[image_id] = float("-inf")
         return self.scores[image_id]
