@@ -113,6 +113,18 @@ def result_text(task: str, model: str, metrics: dict[str, float]) -> str:
     return f"{task}.{model} done; {scores}" if scores else f"{task}.{model} done"
 
 
+def join_images(messages: list[dict[str, Any]], images: list[Any]) -> list[dict[str, Any]]:
+    """The inverse of ``split_images``: each image placeholder filled with the next image, in order."""
+    remaining = iter(images)
+    out = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            message = {**message, "content": [{"type": "image", "image": next(remaining)} if p.get("type") == "image" else p for p in content]}
+        out.append(message)
+    return out
+
+
 def split_images(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[Any]]:
     """Messages with image placeholders and the images in order, as trl's datasets store them."""
     images: list[Any] = []

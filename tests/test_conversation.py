@@ -110,3 +110,11 @@ async def test_get_image_windows_are_checked(session, astronaut):
 
     with pytest.raises(ToolCallError, match=r"window \[120, 0, 16, 16\] is not inside the 128x128 image"):
         await session.fetch(image_id, window=(120, 0, 16, 16))
+
+
+def test_join_images_undoes_split_images():
+    from tiragent.agent.conversation import join_images, result_turn, task_turn
+
+    messages = [task_turn(["a", "b"]), {"role": "assistant", "content": "STOP"}, result_turn("done", ["c"])]
+    placeholders, images = split_images(messages)
+    assert images == ["a", "b", "c"] and join_images(placeholders, images) == messages

@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tiragent.agent.conversation import join_images
 from tiragent.agent.tiny import chat_template
 from tiragent.errors import TirAgentError
 from tiragent.train.configs import SFTRunConfig
@@ -39,15 +40,7 @@ class ToolConversationCollator:
     def with_images(self, row: dict[str, Any]) -> list[dict[str, Any]]:
         from PIL import Image
 
-        images = iter(row["images"])
-        messages = []
-        for message in row["messages"]:
-            content = message.get("content")
-            if isinstance(content, list):
-                content = [{"type": "image", "image": Image.open(self.data / next(images)).convert("RGB")} if p.get("type") == "image" else p for p in content]
-                message = {**message, "content": content}
-            messages.append(message)
-        return messages
+        return join_images(row["messages"], [Image.open(self.data / path).convert("RGB") for path in row["images"]])
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         rows = [json.loads(e["conversation"]) for e in examples]
