@@ -12,7 +12,9 @@ hundred pixels averages away the evidence of noise and of the 8x8 JPEG blocks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,6 +27,8 @@ SYSTEM = (
 )
 SYSTEM_SHORT = "Restore the photo one tool call at a time; answer STOP when it is clean."
 TASK_PROMPT = "Restore this photo."
+VIEWS_FILE = "tir_agent_views.json"
+"""Beside SFT data and inside a policy's folder: the views it was trained with, so it acts with the same."""
 GRID = 16
 """Crops start on this grid: the 8x8 JPEG blocks and 16x16 chroma-subsampled macroblocks stay aligned."""
 
@@ -40,6 +44,16 @@ class ViewConfig:
     short_prompt: bool = field(
         default=False, metadata={"help": "Short system prompt and tool list (names and model enums only), for small policies."}
     )
+
+
+def write_views(folder: str | Path, views: ViewConfig) -> None:
+    (Path(folder) / VIEWS_FILE).write_text(json.dumps(asdict(views)))
+
+
+def read_views(folder: str | Path) -> ViewConfig | None:
+    """The views saved in ``folder``, or None (a hub id, or a checkpoint this project did not train)."""
+    path = Path(folder) / VIEWS_FILE
+    return ViewConfig(**json.loads(path.read_text())) if path.is_file() else None
 
 
 def crop_window(width: int, height: int, size: int) -> tuple[int, int, int, int] | None:
@@ -142,3 +156,16 @@ def split_images(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], 
             message = {**message, "content": parts}
         out.append(message)
     return out, images
+
+
+def result_continuation(processor: Any, tools: list[dict[str, Any]], turn: dict[str, Any], short: bool = False) -> str:
+    """The text that follows a generated tool call (which ends on ``<|im_end|>``) when ``turn`` answers it: the rest of
+    that line, the tool's turn, and the next generation prompt. Taken from the template itself, by rendering a
+    conversation with and without the turn, so RL rollouts extend their tokens exactly as the template renders."""
+    head = [system_turn(short), {"role": "user", "content": TASK_PROMPT}, call_turn("x", {})]
+    before = processor.apply_chat_template(head, tools=tools, tokenize=False)
+    after = processor.apply_chat_template([*head, turn], tools=tools, tokenize=False, add_generation_prompt=True)
+    end = before.rindex("<|im_end|>") + len("<|im_end|>")
+    if not after.startswith(before[:end]):
+        raise ValueError("the chat template renders a past turn differently once a tool result follows it")
+    return after[end:]

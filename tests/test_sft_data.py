@@ -9,8 +9,7 @@ import pytest
 
 from tiragent.cli import main
 from tiragent.images import read_image, write_image
-from tiragent.train.configs import GenSFTConfig
-from tiragent.train.sft_data import plan
+from tiragent.train.samples import plan
 
 
 @pytest.fixture(scope="module")
@@ -39,13 +38,13 @@ def dataset(clean_dir, tmp_path_factory):
     return out
 
 
-def test_the_plan_is_a_function_of_the_seed(clean_dir, tmp_path):
+def test_the_plan_is_a_function_of_the_seed(clean_dir):
     sources = sorted(clean_dir.iterdir())
-    config = GenSFTConfig(clean=clean_dir, out=tmp_path, images=40, seed=5)
-    assert plan(config, sources) == plan(config, sources)
-    kinds = [len(s.combination) for s in plan(config, sources)]
+    make = lambda seed: plan(40, sources, seed=seed, single_ratio=0.25, clean_ratio=0.1)  # noqa: E731
+    assert make(5) == make(5)
+    kinds = [len(s.combination) for s in make(5)]
     assert 0 in kinds and 1 in kinds and max(kinds) >= 2  # clean, single and combined degradations
-    assert plan(config, sources) != plan(GenSFTConfig(clean=clean_dir, out=tmp_path, images=40, seed=6), sources)
+    assert make(5) != make(6)
 
 
 def test_conversations_end_on_stop_and_their_images_are_files(dataset):

@@ -130,6 +130,25 @@ def cmd_train_sft(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_rl(args: argparse.Namespace) -> int:
+    from tiragent.train.configs import RewardConfig, RLRunConfig
+    from tiragent.train.rl import train_rl
+
+    out = train_rl(from_args(RLRunConfig, args), from_args(RewardConfig, args))
+    card = json.loads((out / "tir_agent_rl.json").read_text())
+    print(f"{card['steps']} RL steps, {card['episodes']} episodes in {card['minutes']} min; last reward {card['last_reward']}")
+    print(f"policy written to {out}; plot the run with `tir-agent train plot {out}`")
+    return 0
+
+
+def cmd_train_plot(args: argparse.Namespace) -> int:
+    from tiragent.train.plot import plot_run
+
+    for path in plot_run(args.run, args.out):
+        print(f"written: {path}")
+    return 0
+
+
 def cmd_tools_recipes(args: argparse.Namespace) -> int:
     from tiragent.train.tool_recipes import RECIPES
 
@@ -304,13 +323,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", type=Path, help="another checkpoint manifest (TOML)")
     p.set_defaults(func=cmd_tools_download)
 
-    from tiragent.train.configs import GenSFTConfig, SFTRunConfig
+    from tiragent.train.configs import GenSFTConfig, RewardConfig, RLRunConfig, SFTRunConfig
 
     train = sub.add_parser("train", help="train the policy").add_subparsers(dest="train_command", required=True)
     p = train.add_parser("gen-sft", help="searched and perturbed SFT trajectories over MCP", dataclass_types=[GenSFTConfig])
     p.set_defaults(func=cmd_train_gen_sft)
     p = train.add_parser("sft", help="supervised fine-tuning of the policy on gen-sft conversations (trl)", dataclass_types=[SFTRunConfig])
     p.set_defaults(func=cmd_train_sft)
+    p = train.add_parser("rl", help="GRPO of the policy over MCP tool calls with the adaptive reward (trl)", dataclass_types=[RLRunConfig, RewardConfig])
+    p.set_defaults(func=cmd_train_rl)
+    p = train.add_parser("plot", help="plot the trends of a training run (reward, its dimensions and weights, calls, diversity)")
+    p.add_argument("run", type=Path, help="the run's folder (its log.jsonl)")
+    p.add_argument("--out", type=Path, help="where to write the plots (default: RUN/plots)")
+    p.set_defaults(func=cmd_train_plot)
 
     p = sub.add_parser("metrics", help="quality metrics of an image (full-reference ones with --reference)")
     p.add_argument("image", type=Path)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tiragent.errors import TirAgentError
+from tiragent.errors import ParameterError, TirAgentError
 
 if TYPE_CHECKING:
     from tiragent.agent.conversation import ViewConfig
@@ -66,3 +66,64 @@ class SFTRunConfig:
     save_steps: int = field(default=200, metadata={"help": "Steps between checkpoints."})
     seed: int = field(default=0, metadata={"help": "Seed of the order of the data and of LoRA's initialisation."})
     resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint in OUT."})
+
+
+@dataclass
+class RLRunConfig:
+    """Options of ``tir-agent train rl``; each field's help is its command-line help."""
+
+    init: str = field(metadata={"help": "Policy to start from: the folder `tir-agent train sft` wrote (or any Qwen-VL checkpoint)."})
+    clean: Path = field(metadata={"help": "Folder of clean training photos; episodes degrade random crops of them."})
+    out: Path = field(metadata={"help": "Output folder: log.jsonl, checkpoints, then the final policy (loads with --policy OUT)."})
+    server: str | None = field(default=None, metadata={"help": "Streamable-HTTP URL of a running server (default: start one over stdio)."})
+    group: int = field(default=4, metadata={"help": "Rollouts per image (G); advantages are taken within each group."})
+    batch: int = field(default=2, metadata={"help": "Images per RL step (B); all B x G rollouts are in flight at once."})
+    steps: int = field(default=50, metadata={"help": "RL steps (optimiser steps)."})
+    kl: float = field(default=0.0, metadata={"help": "Weight of the KL term to the initial policy (beta; 0: no reference model)."})
+    lr: float = field(default=1e-5, metadata={"help": "Learning rate (constant after a short warm-up)."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the rollouts."})
+    max_turns: int = field(default=4, metadata={"help": "Tool calls an episode may make before it is cut."})
+    max_new_tokens: int = field(default=64, metadata={"help": "Tokens the policy may generate per turn."})
+    images: int = field(default=512, metadata={"help": "Training images planned (cycled when the steps need more)."})
+    crop: int = field(default=256, metadata={"help": "Side of the random crop of each clean photo."})
+    single_ratio: float = field(default=0.25, metadata={"help": "Share of images with a single degradation."})
+    clean_ratio: float = field(default=0.1, metadata={"help": "Share of clean images (the right answer is STOP at once)."})
+    eval_clean: Path | None = field(default=None, metadata={"help": "Held-out clean photos for the periodic evaluation (default: none)."})
+    eval_images: int = field(default=8, metadata={"help": "Held-out images evaluated (greedy, one rollout each)."})
+    eval_steps: int = field(default=10, metadata={"help": "RL steps between held-out evaluations (0: never)."})
+    concurrency: int = field(default=0, metadata={"help": "Rollouts in flight at most (0: all B x G at once)."})
+    save_steps: int = field(default=10, metadata={"help": "Steps between checkpoints."})
+    seed: int = field(default=0, metadata={"help": "Seed of the images, the sampling and the order."})
+    device: str = field(default="auto", metadata={"help": "Device of the stdio server this starts."})
+    resume: bool = field(default=False, metadata={"help": "Continue from the last checkpoint in OUT."})
+
+    def __post_init__(self) -> None:
+        if self.group < 2:
+            raise TirAgentError("--group must be at least 2: advantages are taken within a group")
+        if self.batch < 1 or self.steps < 1 or self.max_turns < 1:
+            raise TirAgentError("--batch, --steps and --max_turns must be at least 1")
+
+
+@dataclass
+class RewardConfig:
+    """Settings of the adaptive reward; each field's help is its command-line help."""
+
+    dimensions: list[str] = field(
+        default_factory=lambda: ["psnr", "ssim", "ms_ssim", "niqe"], metadata={"help": "Quality metrics whose improvement over the input is scored."}
+    )
+    prior_weights: list[float] | None = field(default=None, metadata={"help": "Prior weight of each dimension (default: equal)."})
+    ema_decay: float = field(default=0.9, metadata={"help": "Decay of the moving averages of each dimension's batch improvement."})
+    horizon: int = field(default=10, metadata={"help": "RL steps over which a dimension's trend is measured."})
+    weight_temperature: float = field(default=1.0, metadata={"help": "How strongly trends move the weights (larger: gentler)."})
+    max_trend: float = field(default=5.0, metadata={"help": "Trends are clipped to +- this many spreads."})
+    adaptive: bool = field(default=True, metadata={"help": "Re-weight from the trends (off: the prior weights throughout)."})
+    format_penalty: float = field(default=1.0, metadata={"help": "Subtracted from an episode that ended on an invalid tool call."})
+    call_cost: float = field(default=0.02, metadata={"help": "Subtracted per tool call, for efficiency."})
+
+    def __post_init__(self) -> None:
+        if not self.dimensions:
+            raise ParameterError("the reward needs at least one dimension")
+        if self.prior_weights is not None and len(self.prior_weights) != len(self.dimensions):
+            raise ParameterError(f"{len(self.prior_weights)} prior weights for {len(self.dimensions)} dimensions")
+        if self.horizon < 1 or not 0 <= self.ema_decay < 1 or self.weight_temperature <= 0:
+            raise ParameterError("horizon must be >= 1, ema_decay in [0, 1), weight_temperature > 0")

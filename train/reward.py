@@ -34,37 +34,13 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from tiragent.eval.metrics import normalized
+from tiragent.train.configs import RewardConfig
 
 EPS = 1e-6
-
-
-@dataclass
-class RewardConfig:
-    """Settings of the adaptive reward; each field's help is its command-line help."""
-
-    dimensions: tuple[str, ...] = field(
-        default=("psnr", "ssim", "ms_ssim", "niqe"), metadata={"help": "Quality metrics whose improvement over the input is scored."}
-    )
-    prior_weights: tuple[float, ...] | None = field(default=None, metadata={"help": "Prior weight of each dimension (default: equal)."})
-    ema_decay: float = field(default=0.9, metadata={"help": "Decay of the moving averages of each dimension's batch improvement."})
-    horizon: int = field(default=10, metadata={"help": "RL steps over which a dimension's trend is measured."})
-    temperature: float = field(default=1.0, metadata={"help": "How strongly trends move the weights (larger: gentler)."})
-    max_trend: float = field(default=5.0, metadata={"help": "Trends are clipped to +- this many spreads."})
-    adaptive: bool = field(default=True, metadata={"help": "Re-weight from the trends (off: the prior weights throughout)."})
-    format_penalty: float = field(default=1.0, metadata={"help": "Subtracted from an episode that ended on an invalid tool call."})
-    call_cost: float = field(default=0.02, metadata={"help": "Subtracted per tool call, for efficiency."})
-
-    def __post_init__(self) -> None:
-        if not self.dimensions:
-            raise ValueError("the reward needs at least one dimension")
-        if self.prior_weights is not None and len(self.prior_weights) != len(self.dimensions):
-            raise ValueError(f"{len(self.prior_weights)} prior weights for {len(self.dimensions)} dimensions")
-        if self.horizon < 1 or not 0 <= self.ema_decay < 1 or self.temperature <= 0:
-            raise ValueError("horizon must be >= 1, ema_decay in [0, 1), temperature > 0")
 
 
 @dataclass(frozen=True)
@@ -108,7 +84,7 @@ class AdaptiveReward:
         """Current weights of the dimensions; they sum to 1."""
         if not self.config.adaptive:
             return list(self.prior)
-        raw = [p * math.exp(-s / self.config.temperature) for p, s in zip(self.prior, self.trends())]
+        raw = [p * math.exp(-s / self.config.weight_temperature) for p, s in zip(self.prior, self.trends())]
         total = sum(raw)
         return [r / total for r in raw]
 

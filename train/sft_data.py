@@ -25,8 +25,8 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass
+from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -45,58 +45,20 @@ from tiragent.agent.conversation import (
     system_turn,
     task_turn,
     tool_schemas,
+    write_views,
 )
 from tiragent.agent.loop import restore
 from tiragent.agent.policies.oracle import OraclePolicy
 from tiragent.agent.policy import Observation
 from tiragent.agent.session import ActionSpace, ToolSession, open_session
 from tiragent.errors import TirAgentError
-from tiragent.eval.bench import all_combinations
-from tiragent.eval.degradations import degrade, get_degradation
 from tiragent.eval.metrics import mean_normalized, resized_to
-from tiragent.images import list_images, read_image, write_image
+from tiragent.images import list_images, write_image
 from tiragent.train.configs import GenSFTConfig
+from tiragent.train.diversity import diversity
+from tiragent.train.samples import Sample, make_pair, plan
 
 FULL_REFERENCE = ("psnr", "ssim", "ms_ssim")
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One training image: where it came from and what was done to it."""
-
-    index: int
-    source: str
-    combination: tuple[str, ...]
-    seed: int
-
-
-def plan(config: GenSFTConfig, sources: list[Path]) -> list[Sample]:
-    """The images to make, a pure function of the config: the same seed, the same data."""
-    rng = random.Random(config.seed)
-    combos = [combo for _, combo in all_combinations()]
-    singles = sorted({name for combo in combos for name in combo})
-    samples = []
-    for i in range(config.images):
-        draw = rng.random()
-        if draw < config.clean_ratio:
-            combination: tuple[str, ...] = ()
-        elif draw < config.clean_ratio + config.single_ratio:
-            combination = (rng.choice(singles),)
-        else:
-            combination = rng.choice(combos)
-        samples.append(Sample(i, sources[rng.randrange(len(sources))].name, combination, rng.randrange(2**31)))
-    return samples
-
-
-def make_pair(sample: Sample, folder: Path, crop: int) -> tuple[np.ndarray, np.ndarray]:
-    clean = read_image(folder / sample.source)
-    rng = np.random.default_rng(sample.seed)
-    h, w = clean.shape[:2]
-    side = min(crop, h, w)
-    top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
-    clean = np.ascontiguousarray(clean[top : top + side, left : left + side])
-    degraded, _ = degrade(clean, list(sample.combination), seed=sample.seed) if sample.combination else (clean, [])
-    return degraded, clean
 
 
 class Replay:
@@ -168,9 +130,8 @@ async def gains(session: ToolSession, trajectory: Any, before: dict[str, float],
 
 async def _one(session: ToolSession, sample: Sample, config: GenSFTConfig, space: ActionSpace) -> list[dict[str, Any]]:
     degraded, clean = make_pair(sample, config.clean, config.crop)
-    known = [get_degradation(d).task for d in sample.combination]
     search = OraclePolicy(metric=FULL_REFERENCE)
-    _, searched = await restore(session, degraded, search, reference=clean, known_tasks=known, name=f"{sample.index:06d}")
+    _, searched = await restore(session, degraded, search, reference=clean, known_tasks=sample.tasks, name=f"{sample.index:06d}")
     reference_id = await session.load(clean)
     # the input's metrics, once for every trajectory of the image (a smaller input is scored upscaled)
     before = await session.assess(await session.load(resized_to(degraded, clean)), reference_id, list(FULL_REFERENCE))
@@ -211,10 +172,12 @@ async def generate(config: GenSFTConfig) -> dict[str, Any]:
     (config.out / "images").mkdir(exist_ok=True)
     data = config.out / "data.jsonl"
     done = done_indices(data)
-    todo = [s for s in plan(config, sources) if s.index not in done]
+    samples = plan(config.images, sources, seed=config.seed, single_ratio=config.single_ratio, clean_ratio=config.clean_ratio)
+    todo = [s for s in samples if s.index not in done]
     async with open_session(config.server, device=config.device) as session:
         space = await session.action_space()
         (config.out / "tools.json").write_text(json.dumps(tool_schemas(space, short=config.short_prompt), indent=1))
+        write_views(config.out, config.views)
         slots = asyncio.Semaphore(max(1, config.workers))
         progress = tqdm(total=config.images, initial=config.images - len(todo), desc="gen-sft", unit="img")
 
@@ -236,14 +199,7 @@ async def generate(config: GenSFTConfig) -> dict[str, Any]:
 def dataset_card(config: GenSFTConfig, data: Path) -> dict[str, Any]:
     records = [json.loads(line) for line in data.read_text().splitlines() if line.strip()]
     searched = [r for r in records if r["kind"] == "searched"]
-    by_tasks: dict[tuple[str, ...], set[tuple[str, ...]]] = defaultdict(set)
-    by_order: dict[tuple[str, ...], set[tuple[str, ...]]] = defaultdict(set)
-    for r in records:
-        steps = tuple(r["trajectory"])
-        tasks = tuple(s.split(".")[0] for s in steps)
-        by_tasks[tuple(sorted(tasks))].add(tasks)
-        by_order[tasks].add(steps)
-    multi = [v for k, v in by_tasks.items() if len(k) >= 2]
+    spread = diversity(r["trajectory"] for r in records)
     mean = lambda xs: float(np.nanmean(xs)) if xs else 0.0  # noqa: E731
     return {
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
@@ -255,9 +211,9 @@ def dataset_card(config: GenSFTConfig, data: Path) -> dict[str, Any]:
         "searched_gain_score": mean([r["gain"]["score"] for r in searched]),
         "search_calls_per_trajectory": mean([r["search_calls"] for r in searched]),
         "steps_per_trajectory": mean([len(r["trajectory"]) for r in records]),
-        "distinct_trajectories": len({tuple(r["trajectory"]) for r in records}),
-        "order_diversity": sum(len(v) > 1 for v in multi) / len(multi) if multi else 0.0,
-        "tool_diversity": sum(len(v) > 1 for v in by_order.values() if v) / len(by_order) if by_order else 0.0,
+        "distinct_trajectories": int(spread["distinct"]),
+        "order_diversity": spread["order"],
+        "tool_diversity": spread["tools"],
     }
 
 

@@ -22,6 +22,7 @@ from tiragent.agent.conversation import (
     call_turn,
     error_turn,
     fetch_views,
+    read_views,
     result_text,
     result_turn,
     system_turn,
@@ -97,7 +98,7 @@ class QwenVLPolicy:
 
             model = PeftModel.from_pretrained(model, adapter)
         self.model = model.to(self.device).eval()
-        self.views = views or ViewConfig()
+        self.views = views or read_views(checkpoint) or ViewConfig()  # as it was trained, when it says
         self.max_new_tokens, self.retries = max_new_tokens, retries
         self.messages: list[dict[str, Any]] = []
         self.actions: list[Action] = []
