@@ -248,7 +248,8 @@ def _last_checkpoint(out: Path) -> Path | None:
 def _trim_log(path: Path, step: int) -> None:
     """On resume: forget the lines written after the checkpoint (their steps are trained again)."""
     if path.exists():
-        lines = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        lines = [json.dumps(r) for r in rows if r.get("step", 0) <= step and "train_runtime" not in r]
         path.write_text("".join(line + "\n" for line in lines))
 
 

@@ -262,8 +262,14 @@ async def run_groups(session: ToolSession, generate: Generator, processor: Any, 
             return await play(session, generate, processor, space, prepared, settings)
 
     async def of_sample(sample: Sample) -> list[Episode]:
-        async with slots:
-            prepared = await prepare(session, processor, sample, clean_dir, settings)
+        # With no limit, the sample's episodes are in flight while it is prepared: the first batch waits for them.
+        reserved = group if concurrency is None else 0
+        generate.live += reserved
+        try:
+            async with slots:
+                prepared = await prepare(session, processor, sample, clean_dir, settings)
+        finally:
+            generate.live -= reserved
         return list(await asyncio.gather(*(one(prepared) for _ in range(group))))
 
     groups = await asyncio.gather(*(of_sample(s) for s in samples))

@@ -46,7 +46,7 @@ class ToolConversationCollator:
         rows = [json.loads(e["conversation"]) for e in examples]
         batch = self.processor.apply_chat_template(
             [self.with_images(r) for r in rows], tools=self.tools, tokenize=True, return_dict=True, return_tensors="pt",
-            padding=True, return_assistant_tokens_mask=True,
+            processor_kwargs={"padding": True}, return_assistant_tokens_mask=True,
         )  # fmt: skip
         mask = batch.pop("assistant_masks")
         labels = batch["input_ids"].clone()
