@@ -42,7 +42,7 @@ class ViewConfig:
         default=128, metadata={"help": "Side of the native-resolution centre crop shown beside it, on the 16-px grid (0: none)."}
     )
     short_prompt: bool = field(
-        default=False, metadata={"help": "Short system prompt and tool list (names and model enums only), for small policies."}
+        default=False, metadata={"help": "Short system prompt and tool list (each tool's name, models and parameter names only), for small policies."}
     )
 
 
@@ -77,16 +77,16 @@ async def fetch_views(session: ToolSession, image_id: str, width: int, height: i
 
 def tool_schemas(space: ActionSpace, short: bool = False) -> list[dict[str, Any]]:
     """The task tools as chat-template function schemas, from the server's own schemas; the policy always acts on
-    the current image, so ``image_id`` is left out. ``short``: the model enum and the parameters' names only."""
+    the current image, so ``image_id`` is left out. ``short``: the name, the models and the parameters' names only
+    (``{"name": ..., "models": [...], "params": [...]}``), a fraction of the tokens."""
     schemas = []
     for task in space.tasks:
         props = {k: v for k, v in space.schemas[task].get("properties", {}).items() if k != "image_id"}
+        function: dict[str, Any]
         if short:
-            props = {"model": {"enum": space.models[task]}, **{k: {} for k in props if k != "model"}}
-        summary = space.descriptions[task].split("\n")[0]
-        function: dict[str, Any] = {"name": task, "parameters": {"type": "object", "properties": props}}
-        if not short:
-            function["description"] = summary
+            function = {"name": task, "models": space.models[task], "params": [k for k in props if k != "model"]}
+        else:
+            function = {"name": task, "description": space.descriptions[task].split("\n")[0], "parameters": {"type": "object", "properties": props}}
         schemas.append({"type": "function", "function": function})
     return schemas
 

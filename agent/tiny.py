@@ -26,17 +26,41 @@ def chat_template() -> str:
     return (resources.files("tiragent.agent") / "templates" / "qwen_vl_tools.jinja").read_text()
 
 
+# Only a hint to the tokenizer (names seen here become single tokens); any other name still tokenizes, byte by byte.
+MODEL_WORDS = {
+    "denoise": ["unet", "bm3d", "nlm", "wavelet"], "motion_deblur": ["kernel_wiener", "richardson_lucy", "unet", "wiener"],
+    "defocus_deblur": ["unet", "richardson_lucy", "wiener"], "derain": ["unet", "inpaint", "opening"], "dehaze": ["hazenet", "cap", "dcp", "unet"],
+    "dejpeg": ["unet", "bilateral", "deblock"], "sr": ["backprojection", "lanczos", "srnet_x2", "srnet_x4"], "lowlight": ["unet", "clahe", "gamma", "retinex"],
+}  # fmt: skip
+PARAM_WORDS = ["sigma", "angle", "iterations", "nsr", "radius", "width", "length", "max_tilt", "threshold", "beta", "t_min", "omega", "patch",
+               "sigma_color", "diameter", "strength", "scale", "step", "clip_limit", "tiles", "target_mean", "gamma", "image_id"]  # fmt: skip
+
+
 def _corpus() -> list[str]:
-    words = [*TASK_NAMES, "image_id", "model", "sigma", "scale", "STOP", "wavelet", "nlm", "bm3d", "wiener", "richardson_lucy", "opening", "inpaint",
-             "dcp", "cap", "deblock", "bilateral", "lanczos", "backprojection", "gamma", "clahe", "retinex", "niqe", "piqe"]  # fmt: skip
-    lines = [f'{{"name": "{w}", "arguments": {{"image_id": "img_0123456789abcdef", "model": "{w}"}}}}' for w in words]
-    return lines + ["Restore this photo. The image shows noise, blur, rain, haze, JPEG artefacts, low resolution or low light."] * 4
+    """What the policy reads and writes: the template's own text, the prompts, short tool schemas, calls and results,
+    so that a conversation takes a few hundred tokens rather than thousands."""
+    import random
+    import re
+
+    from tiragent.agent.conversation import SYSTEM, SYSTEM_SHORT, TASK_PROMPT
+
+    rng = random.Random(0)
+    template = re.sub(r"\{[%{#].*?[%}#]\}", "", chat_template(), flags=re.DOTALL)
+    lines = [template, SYSTEM, SYSTEM_SHORT, TASK_PROMPT, "STOP", "error: "]
+    tasks = [*MODEL_WORDS, *(t for t in TASK_NAMES if t not in MODEL_WORDS)]
+    for task in tasks:
+        models = MODEL_WORDS.get(task, ["unet"])
+        lines.append(json.dumps({"type": "function", "function": {"name": task, "models": models, "params": rng.sample(PARAM_WORDS, 3)}}))
+        for model in models:
+            lines.append(f'<tool_call>\n{{"name": "{task}", "arguments": {{"model": "{model}"}}}}\n</tool_call>')
+            lines.append(f"{task}.{model} done; niqe {rng.uniform(2, 20):.2f}, piqe {rng.uniform(0, 100):.2f}")
+    return lines * 8
 
 
 def build_tiny_qwen(out_dir: str | Path, *, arch: str = "qwen3_vl", hidden_size: int = 64, layers: int = 2, seed: int = 0) -> Path:
     """``arch``: ``qwen3_vl`` (Qwen3-VL) or ``qwen2_5_vl`` (Qwen2.5-VL)."""
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import (
         Qwen2_5_VLConfig,
         Qwen2_5_VLForConditionalGeneration,
@@ -49,13 +73,16 @@ def build_tiny_qwen(out_dir: str | Path, *, arch: str = "qwen3_vl", hidden_size:
         Qwen3VLProcessor,
         Qwen3VLVideoProcessor,
     )
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX as QWEN2_PRETOKENIZE_REGEX
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     raw = Tokenizer(models.BPE())
-    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # Qwen2's own pre-tokenization (its tokenizer class sets it on load), so that the merges learned here are the ones used
+    words = pre_tokenizers.Split(Regex(QWEN2_PRETOKENIZE_REGEX), behavior="isolated")
+    raw.pre_tokenizer = pre_tokenizers.Sequence([words, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     raw.decoder = decoders.ByteLevel()
-    raw.train_from_iterator(_corpus(), trainers.BpeTrainer(vocab_size=600, special_tokens=SPECIAL_TOKENS,
+    raw.train_from_iterator(_corpus(), trainers.BpeTrainer(vocab_size=1024, special_tokens=SPECIAL_TOKENS,
                                                            initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))  # fmt: skip
     tokenizer = Qwen2TokenizerFast(tokenizer_object=raw, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None)
     tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[1:]})

@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import wraps
 from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
@@ -30,6 +30,7 @@ from tiragent import __version__
 from tiragent.errors import ImageError, TirAgentError
 from tiragent.images import check_size, decode_image, encode_image, write_atomically
 from tiragent.server.config import ServerConfig
+from tiragent.server.metric_cache import MetricCache
 from tiragent.server.pool import ModelPool, PoolConfig
 from tiragent.server.registry import ToolSpec
 from tiragent.server.roots import PathPolicy
@@ -51,6 +52,7 @@ class AppState:
     store: ImageStore
     paths: PathPolicy
     started: float
+    metrics: MetricCache = field(default_factory=MetricCache)
 
 
 class ImageInfo(BaseModel):
@@ -297,19 +299,23 @@ def build_server(config: ServerConfig | None = None, pool_config: PoolConfig | N
         ] = None,
     ) -> Quality:
         """Quality metrics of an image: the no-reference ones (NIQE, PIQE; lower is better), plus PSNR, SSIM, MS-SSIM, GMSD, FSIM and VIF when a reference is given. 'normalized' maps each onto [0, 1], higher is better."""
-        from tiragent.eval.metrics import evaluate, get_metric_info, normalized
+        from tiragent.eval.metrics import FULL_REFERENCE, NO_REFERENCE, evaluate, get_metric_info, normalized
 
         state = state_of(ctx)
         image = await anyio.to_thread.run_sync(state.store.get, image_id)
         reference = await anyio.to_thread.run_sync(state.store.get, reference_id) if reference_id else None
         if reference is not None and reference.shape != image.shape:
             raise ImageError(f"image {image.shape[1]}x{image.shape[0]} and reference {reference.shape[1]}x{reference.shape[0]} differ in size")
-        names = metrics
-        for name in names or []:
+        for name in metrics or []:
             info = get_metric_info(name)
             if info.full_reference and reference is None:
                 raise ImageError(f"{name} is a full-reference metric: give reference_id")
-        values = await with_progress(ctx, config.progress_after_s, "assess_quality", anyio.to_thread.run_sync(evaluate, image, reference, names))
+        names = metrics or NO_REFERENCE + (FULL_REFERENCE if reference is not None else [])
+
+        async def compute(missing: list[str]) -> dict[str, float]:
+            return await with_progress(ctx, config.progress_after_s, "assess_quality", anyio.to_thread.run_sync(evaluate, image, reference, missing))
+
+        values = await state.metrics.scores(image_id, reference_id, names, lambda n: get_metric_info(n).full_reference, compute)
         return Quality(
             image_id=image_id,
             reference_id=reference_id,
@@ -337,7 +343,8 @@ def build_server(config: ServerConfig | None = None, pool_config: PoolConfig | N
     async def server_status(ctx: Context) -> dict[str, Any]:
         """Counters of the shared model pool (calls, batch sizes, queue wait, run time per tool) and of the image store."""
         state = state_of(ctx)
-        return {"version": __version__, "uptime_s": round(time.time() - state.started, 1), "pool": state.pool.stats(), "store": state.store.stats()}
+        return {"version": __version__, "uptime_s": round(time.time() - state.started, 1), "pool": state.pool.stats(), "store": state.store.stats(),
+                "metric_cache": state.metrics.stats()}
 
     for task in Task:
         fn, description, meta = build_task_tool(task, _run_restoration, Context, Annotated[CallToolResult, RestoreResult])

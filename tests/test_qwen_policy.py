@@ -55,6 +55,9 @@ async def test_parse_reply_errors_name_the_problem(session):
         ("<tool_call>{not json}</tool_call>", "not valid JSON"),
         ('<tool_call>{"name": "paint", "arguments": {}}</tool_call>', "unknown tool 'paint'"),
         ('<tool_call>{"name": "dehaze", "arguments": {"model": "x"}}</tool_call>', "has no model 'x'"),
+        ('<tool_call>\n{"name": {"model": "unet"}, "arguments": {}}\n</tool_call>', 'needs a string "name"'),
+        ('<tool_call>{"name": "dehaze", "arguments": "dcp"}</tool_call>', 'an object "arguments"'),
+        ('<tool_call>{"name": "dehaze", "arguments": {"model": {"model": "dcp"}}}</tool_call>', "has no model"),
     ]:
         with pytest.raises(ValueError, match=problem):
             parse_reply(reply, space)

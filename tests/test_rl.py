@@ -118,6 +118,14 @@ async def test_generation_is_batched_across_the_episodes_in_flight(session, chec
     assert max(together.batches) == 6 and set(alone.batches) == {1}
     assert all(e.outcome is not None and len(e.tool_mask) == len(e.completion_ids) for e in episodes)
 
+    # greedy: a batch (left-padded, prompts of different lengths) generates what each episode generates alone
+    samples = [Sample(0, "a.png", ("lowres",), 1), Sample(1, "b.png", ("jpeg",), 2)]
+    together = await run_groups(session, Generator(model, processor, max_new_tokens=8, sample=False), processor, samples, 2, clean_dir, settings)
+    alone = await run_groups(session, Generator(model, processor, max_new_tokens=8, sample=False), processor, samples, 2, clean_dir, settings,
+                             concurrency=1)  # fmt: skip
+    assert len({len(e.prompt_ids) for e in together}) == 2
+    assert [e.completion_ids for e in together] == [e.completion_ids for e in alone]
+
 
 def test_the_adaptive_reward_scores_each_group_on_its_own():
     from tiragent.train.reward import AdaptiveReward, Outcome, RewardConfig

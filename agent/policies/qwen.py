@@ -50,12 +50,17 @@ def parse_reply(text: str, space: ActionSpace) -> Action | Stop:
         call = json.loads(match.group(1))
     except json.JSONDecodeError as err:
         raise ValueError(f"the tool call is not valid JSON ({err})") from None
-    name, arguments = call.get("name"), dict(call.get("arguments") or {})
+    if not isinstance(call, dict):
+        raise ValueError(f"the tool call is a JSON {type(call).__name__}, not an object")
+    name, arguments = call.get("name"), call.get("arguments") or {}
+    if not isinstance(name, str) or not isinstance(arguments, dict):
+        raise ValueError('the tool call needs a string "name" and an object "arguments"')
+    arguments = dict(arguments)
     if name not in space.models:
         raise ValueError(f"unknown tool {name!r}; the tools are {', '.join(space.tasks)}")
     model = arguments.pop("model", space.defaults[name])
     arguments.pop("image_id", None)
-    if model not in space.models[name]:
+    if not isinstance(model, str) or model not in space.models[name]:
         raise ValueError(f"tool {name!r} has no model {model!r}; it has {', '.join(space.models[name])}")
     return Action(name, model, arguments)
 
