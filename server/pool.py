@@ -395,9 +395,7 @@ class ModelPool:
 
         module = self.cache.get(spec)
         dtype = next(module.parameters(), torch.empty(0)).dtype
-        # A copy, also of one piece (stored images are read-only, and a model may work in place on its input), made by
-        # torch: its allocator aligns to 64 bytes, numpy's malloc only to 16, and oneDNN's convolutions ran about 1.5x
-        # slower on inputs that happened to be misaligned (benchmarks/pool_throughput.py, docs/benchmarks/pool_throughput.md).
+        # A copy, also of one piece: stored images are read-only, and a model may work in place on its input.
         batch = torch.stack([torch.from_numpy(p.array) for p in pieces]).permute(0, 3, 1, 2)
         batch = batch.to(self.cache.device, dtype=dtype if dtype.is_floating_point else torch.float32)
         # Channels-last is what the HWC arrays already are, and convolutions run about 2x faster in it on CPUs.
