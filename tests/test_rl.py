@@ -198,7 +198,7 @@ async def test_gen_sft_then_sft_then_rl_then_restore_against_a_real_server(serve
     before = restoration_calls(await status(server))
     rl_args = ["train", "rl", "--init", str(sft), "--clean", str(clean_dir), "--out", str(rl), "--server", server, "--group", "4",
                "--batch", "2", "--crop", "64", "--max_new_tokens", "40", "--temperature", "0.3", "--clean_ratio", "0",
-               "--dimensions", "psnr", "ssim", "--save_steps", "1", "--eval_clean", str(clean_dir), "--eval_images", "2", "--eval_steps", "1"]  # fmt: skip
+               "--dimensions", "psnr", "ssim", "--kl", "0.05", "--save_steps", "1", "--eval_clean", str(clean_dir), "--eval_images", "2", "--eval_steps", "1"]  # fmt: skip
     assert await run([*rl_args, "--steps", "2"]) == 0
     calls = restoration_calls(await status(server)) - before
     assert calls > 0, "no tool call of the RL rollouts reached the server"
@@ -206,6 +206,7 @@ async def test_gen_sft_then_sft_then_rl_then_restore_against_a_real_server(serve
     log = [json.loads(line) for line in (rl / "log.jsonl").read_text().splitlines()]
     steps = [row for row in log if "loss" in row]
     assert [row["step"] for row in steps] == [1, 2] and all(math.isfinite(row["loss"]) for row in steps)
+    assert all(math.isfinite(row["kl"]) for row in steps)  # the KL term to the initial policy (trl's reference model)
     for key in ("reward", "episodes/tool_calls", "episodes/invalid_rate", "weights/psnr", "diversity/distinct", "eval/psnr_db"):
         assert all(key in row for row in steps), key
     episodes = [json.loads(line) for line in (rl / "episodes.jsonl").read_text().splitlines()]
