@@ -27,8 +27,12 @@ test: install
 	$(BIN)/python -m pytest -q
 
 bench: install
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/pip install -q --force-reinstall --no-deps opencv-python-headless
 	$(BIN)/python benchmarks/pool_throughput.py
 	$(BIN)/python benchmarks/toolbox.py
+	$(BIN)/python benchmarks/toolbox.py --degradations independent --name tools_independent
+	$(BIN)/python benchmarks/rollout_throughput.py --repeats 4
 	$(BIN)/python benchmarks/mcp_overhead.py
 	$(BIN)/python benchmarks/device_sharing.py
 	$(BIN)/python benchmarks/agents.py

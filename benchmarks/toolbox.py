@@ -7,6 +7,11 @@ it) with its default parameters, as an agent that knows only the task would. Sup
 is measured at x4 (the protocol) and at x2; a tool with a fixed scale only at its own.
 
     python benchmarks/toolbox.py [--data ../shared/data/clean/McMaster] [--images 18] [--name tools_mcmaster] [--device cuda]
+                                 [--degradations protocol|randomized|independent]
+
+``--degradations independent`` degrades with albumentations instead of this project's code
+(``benchmarks/independent.py``; super-resolution at x4 only); ``randomized`` with the training
+model of ``eval/randomized.py``.
 """
 
 from __future__ import annotations
@@ -29,13 +34,22 @@ from tiragent.server.pool import ModelPool, PoolConfig
 from tiragent.server.registry import ToolSpec, list_tools
 
 
-def settings(spec: ToolSpec) -> list[tuple[str, dict, dict]]:
+def settings(spec: ToolSpec, source: str = "protocol") -> list[tuple[str, dict, dict]]:
     """(row label, degradation parameters, tool parameters) for each setting a tool is measured in."""
     if spec.task != "sr":
         return [(spec.key, {}, {})]
+    scales = (4,) if source == "independent" else (4, 2)  # albumentations' downscale is made at x4
     if spec.descriptor is not None:
-        return [(f"{spec.key} (x{spec.descriptor.scale})", {"scale": spec.descriptor.scale}, {})]
-    return [(f"{spec.key} (x{s})", {"scale": s}, {"scale": s}) for s in (4, 2)]
+        return [(f"{spec.key} (x{spec.descriptor.scale})", {"scale": spec.descriptor.scale}, {})] if spec.descriptor.scale in scales else []
+    return [(f"{spec.key} (x{s})", {"scale": s}, {"scale": s}) for s in scales]
+
+
+def degraded_for(clean: np.ndarray, name: str, seed: int, degradation: dict, source: str) -> np.ndarray:
+    if source == "independent":
+        from independent import degrade_independent
+
+        return degrade_independent(clean, name, seed)
+    return degrade(clean, [name], seed=seed, params={name: degradation}, model=source)[0]
 
 
 async def seconds_per_call(pool: ModelPool, spec: ToolSpec, size: int, repeats: int, degradation: dict, params: dict) -> float:
@@ -59,10 +73,10 @@ async def measure(args: argparse.Namespace, cleans: list[np.ndarray]) -> list[di
     async with ModelPool(PoolConfig(device=args.device)) as pool:
         for spec in tqdm(specs, desc="tools"):
             name = degradation_for(spec.task).name
-            for label, degradation, params in settings(spec):
+            for label, degradation, params in settings(spec, args.degradations):
                 before, after, before_ssim, after_ssim = [], [], [], []
                 for i, clean in enumerate(cleans):
-                    degraded, _ = degrade(clean, [name], seed=args.seed * 1000 + i, params={name: degradation})
+                    degraded = degraded_for(clean, name, args.seed * 1000 + i, degradation, args.degradations)
                     out = (await pool.call(spec, degraded, params)).image
                     baseline = cv2.resize(degraded, clean.shape[1::-1], interpolation=cv2.INTER_CUBIC) if spec.task == "sr" else degraded
                     baseline = np.clip(baseline, 0, 1)
@@ -100,6 +114,13 @@ def summary(rows: list[dict]) -> list[str]:
     return lines
 
 
+SOURCES = {
+    "protocol": "this project's protocol synthesis (`eval/degradations.py`)",
+    "randomized": "this project's randomized training model (`eval/randomized.py`)",
+    "independent": "albumentations 2.x at the protocol's strengths, code this project did not write (`benchmarks/independent.py`)",
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(SHARED_DATA / "clean" / "McMaster"))
@@ -109,6 +130,8 @@ def main() -> None:
     parser.add_argument("--tasks", help="comma-separated tasks (default: all)")
     parser.add_argument("--device", default="cpu", help="where learned tools run (cpu, cuda)")
     parser.add_argument("--name", default="tools_mcmaster", help="report name under docs/benchmarks/")
+    parser.add_argument("--degradations", default="protocol", choices=["protocol", "randomized", "independent"],
+                        help="who makes the degradations: this project's protocol, its randomized training model, or albumentations")  # fmt: skip
     args = parser.parse_args()
 
     paths = list_images(args.data)[: args.images]
@@ -116,7 +139,8 @@ def main() -> None:
     cleans = [c[: c.shape[0] // 4 * 4, : c.shape[1] // 4 * 4] for c in cleans]
     rows = asyncio.run(measure(args, cleans))
     lines = [
-        f"{len(cleans)} images of `{os.path.relpath(args.data, ROOT)}` (the first by name), one protocol-sampled degradation per image (seed {args.seed}); "
+        f"{len(cleans)} images of `{os.path.relpath(args.data, ROOT)}` (the first by name), one degradation per image (seed {args.seed}), "
+        f"made by {SOURCES[args.degradations]}; "
         f"tools at their default parameters, run through the model pool on `{args.device}`. Learned tools are marked *(learned)*. "
         f"For super-resolution the input column is bicubic upscaling. "
         f"Timing: median of 3 calls producing a {args.size}x{args.size} image (1 call for high-cost tools).\n",

@@ -285,22 +285,40 @@ def rain(
     return np.clip(out, 0, 1).astype(np.float32), {"length": length, "angle": angle, "density": density}
 
 
+MODELS = ("protocol", "randomized")
+"""Where degradations come from: the benchmark protocol (this module), or the randomized training model
+(``eval/randomized.py``), whose every step also draws its implementation."""
+
+
+def degradation_fn(name: str, model: str = "protocol") -> DegradeFn:
+    """The function of degradation ``name`` in ``model``."""
+    step = get_degradation(name)
+    if model == "protocol":
+        return step.fn
+    if model == "randomized":
+        from tiragent.eval.randomized import RANDOMIZED
+
+        return RANDOMIZED[step.name]
+    raise ParameterError(f"unknown degradation model {model!r}: {' or '.join(MODELS)}")
+
+
 def degrade(
     image: np.ndarray,
     names: Sequence[str],
     seed: int | np.random.SeedSequence = 0,
     params: dict[str, Params] | None = None,
+    model: str = "protocol",
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Apply the named degradations in order; returns the image and one record per step.
 
     Each step draws from its own child of the seed, so a step's parameters do not depend
-    on how much randomness the steps before it used.
+    on how much randomness the steps before it used. ``model``: one of ``MODELS``.
     """
     params = params or {}
-    steps = [get_degradation(n) for n in names]
+    steps = [(get_degradation(n), degradation_fn(n, model)) for n in names]
     seeds = (seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)).spawn(len(steps))
     records = []
-    for step, step_seed in zip(steps, seeds):
-        image, used = step.fn(image, np.random.default_rng(step_seed), **params.get(step.name, {}))
+    for (step, fn), step_seed in zip(steps, seeds):
+        image, used = fn(image, np.random.default_rng(step_seed), **params.get(step.name, {}))
         records.append({"degradation": step.name, "task": step.task, "params": used})
     return image, records

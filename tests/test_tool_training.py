@@ -66,6 +66,16 @@ def test_batches_depend_only_on_seed_and_step(key, astronaut):
         assert float((degraded - clean).abs().mean()) > 0.005  # the degradation did something
 
 
+@pytest.mark.parametrize("key", sorted(RECIPES))
+def test_the_randomized_model_trains_every_recipe(key, astronaut):
+    recipe = RECIPES[key]
+    crops = [astronaut, np.ascontiguousarray(astronaut[::-1])]
+    sampler = PairSampler(crops, recipe, 64, seed=3, degradations="randomized")
+    degraded, clean, params = sampler.batch(2, 4)
+    assert all("variant" in p for p in params) and torch.equal(degraded, PairSampler(crops, recipe, 64, seed=3, degradations="randomized").batch(2, 4)[0])
+    assert clean.shape == (4, 3, 64, 64) and degraded.shape == (4, 3, 64 // recipe.scale, 64 // recipe.scale)  # fixed parameters (SR's scale) kept
+
+
 def test_whole_frames_are_views_of_the_image_degraded_as_photos(astronaut):
     recipe = RECIPES["dehaze.hazenet"]
     degraded, clean, params = PairSampler([astronaut], recipe, 48, seed=0).batch(0, 4)

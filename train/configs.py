@@ -15,6 +15,12 @@ if TYPE_CHECKING:
     from tiragent.agent.conversation import ViewConfig
 
 
+def _check_model(model: str) -> None:
+    models = ("protocol", "randomized")  # tiragent.eval.degradations.MODELS, not imported: the parser stays light
+    if model not in models:
+        raise TirAgentError(f"unknown degradation source {model!r}: {' or '.join(repr(m) for m in models)}")
+
+
 @dataclass
 class GenSFTConfig:
     """Options of ``tir-agent train gen-sft``; each field's help is its command-line help."""
@@ -26,7 +32,10 @@ class GenSFTConfig:
     workers: int = field(default=4, metadata={"help": "Images searched at once (their tool calls reach the server together)."})
     server: str | None = field(default=None, metadata={"help": "Streamable-HTTP URL of a running server (default: start one over stdio)."})
     seed: int = field(default=0, metadata={"help": "Seed of the crops, degradations and perturbations."})
-    degradations: str = field(default="protocol", metadata={"help": "Where degradations come from: 'protocol' (the benchmark's)."})
+    degradations: str = field(
+        default="protocol",
+        metadata={"help": "Where degradations come from: 'protocol' (the benchmark's) or 'randomized' (the training model, eval/randomized.py)."},
+    )
     single_ratio: float = field(default=0.25, metadata={"help": "Share of images with a single degradation."})
     clean_ratio: float = field(default=0.1, metadata={"help": "Share of clean images (the right answer is STOP at once)."})
     shuffle_ratio: float = field(default=0.5, metadata={"help": "Chance that a trajectory of two or more steps gets a shuffled-order twin."})
@@ -37,8 +46,7 @@ class GenSFTConfig:
     device: str = field(default="auto", metadata={"help": "Device of the stdio server this starts."})
 
     def __post_init__(self) -> None:
-        if self.degradations != "protocol":
-            raise TirAgentError(f"unknown degradation source {self.degradations!r}: 'protocol' is the one there is")
+        _check_model(self.degradations)
         if not 0 <= self.single_ratio + self.clean_ratio <= 1:
             raise TirAgentError("single_ratio + clean_ratio must lie in [0, 1]")
 
@@ -88,6 +96,9 @@ class RLRunConfig:
     crop: int = field(default=256, metadata={"help": "Side of the random crop of each clean photo."})
     single_ratio: float = field(default=0.25, metadata={"help": "Share of images with a single degradation."})
     clean_ratio: float = field(default=0.1, metadata={"help": "Share of clean images (the right answer is STOP at once)."})
+    degradations: str = field(
+        default="protocol", metadata={"help": "Where the training images' degradations come from: 'protocol' or 'randomized'."}
+    )
     eval_clean: Path | None = field(default=None, metadata={"help": "Held-out clean photos for the periodic evaluation (default: none)."})
     eval_images: int = field(default=8, metadata={"help": "Held-out images evaluated (greedy, one rollout each)."})
     eval_steps: int = field(default=10, metadata={"help": "RL steps between held-out evaluations (0: never)."})
@@ -102,6 +113,7 @@ class RLRunConfig:
             raise TirAgentError("--group must be at least 2: advantages are taken within a group")
         if self.batch < 1 or self.steps < 1 or self.max_turns < 1:
             raise TirAgentError("--batch, --steps and --max_turns must be at least 1")
+        _check_model(self.degradations)
 
 
 @dataclass

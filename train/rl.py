@@ -314,7 +314,7 @@ def train_rl(config: RLRunConfig, reward_config: RewardConfig | None = None) -> 
     try:
         space = session.run(session.session.action_space())
         settings = RolloutSettings(views=views, tools=tool_schemas(space, short=views.short_prompt), crop=config.crop,
-                                   max_turns=config.max_turns, dimensions=tuple(reward.config.dimensions))  # fmt: skip
+                                   max_turns=config.max_turns, degradations=config.degradations, dimensions=tuple(reward.config.dimensions))  # fmt: skip
         trainer = _trainer_class()(
             model=config.init, args=args, train_dataset=Dataset.from_list(rows), processing_class=processor, reward_funcs=[adaptive_reward(reward, config.group)],
             callbacks=[_log_callback(out / LOG)], run=config, reward=reward, session=session, settings=settings, held_out=held_out,

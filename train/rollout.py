@@ -163,6 +163,7 @@ class RolloutSettings:
     tools: list[dict[str, Any]]
     crop: int = 128
     max_turns: int = 4
+    degradations: str = "protocol"
     dimensions: tuple[str, ...] = ("psnr", "ssim", "ms_ssim", "niqe")
 
 
@@ -188,7 +189,7 @@ async def scored_id(session: ToolSession, image_id: str, size: tuple[int, int], 
 
 
 async def prepare(session: ToolSession, processor: Any, sample: Sample, clean_dir: Path, settings: RolloutSettings) -> Prepared:
-    degraded, clean = make_pair(sample, clean_dir, settings.crop)
+    degraded, clean = make_pair(sample, clean_dir, settings.crop, settings.degradations)
     original_id, reference_id = await session.load(degraded), await session.load(clean)
     h, w = degraded.shape[:2]
     shown = [_pil(v) for v in await fetch_views(session, original_id, w, h, settings.views)]

@@ -51,13 +51,14 @@ def plan(count: int, sources: list[Path], *, seed: int, single_ratio: float, cle
     return samples
 
 
-def make_pair(sample: Sample, folder: Path, crop: int) -> tuple[np.ndarray, np.ndarray]:
-    """The degraded image and its clean crop."""
+def make_pair(sample: Sample, folder: Path, crop: int, model: str = "protocol") -> tuple[np.ndarray, np.ndarray]:
+    """The degraded image and its clean crop; ``model``: the benchmark protocol's degradations or the randomized
+    training model (``tiragent.eval.degradations.MODELS``)."""
     clean = read_image(Path(folder) / sample.source)
     rng = np.random.default_rng(sample.seed)
     h, w = clean.shape[:2]
     side = min(crop, h, w)
     top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
     clean = np.ascontiguousarray(clean[top : top + side, left : left + side])
-    degraded, _ = degrade(clean, list(sample.combination), seed=sample.seed) if sample.combination else (clean, [])
+    degraded, _ = degrade(clean, list(sample.combination), seed=sample.seed, model=model) if sample.combination else (clean, [])
     return degraded, clean

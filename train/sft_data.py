@@ -129,7 +129,7 @@ async def gains(session: ToolSession, trajectory: Any, before: dict[str, float],
 
 
 async def _one(session: ToolSession, sample: Sample, config: GenSFTConfig, space: ActionSpace) -> list[dict[str, Any]]:
-    degraded, clean = make_pair(sample, config.clean, config.crop)
+    degraded, clean = make_pair(sample, config.clean, config.crop, config.degradations)
     search = OraclePolicy(metric=FULL_REFERENCE)
     _, searched = await restore(session, degraded, search, reference=clean, known_tasks=sample.tasks, name=f"{sample.index:06d}")
     reference_id = await session.load(clean)

@@ -174,6 +174,9 @@ class ToolTrainConfig:
     net_config: str | None = field(
         default=None, metadata={"help": "JSON object of architecture options that replace the recipe's, e.g. '{\"width\": 64, \"blocks\": [2, 2, 2]}'."}
     )
+    degradations: str = field(
+        default="protocol", metadata={"help": "Degradations to train on: 'protocol' (the benchmark's) or 'randomized' (eval/randomized.py)."}
+    )
     init: Path | None = field(default=None, metadata={"help": "Start from the weights of this safetensors file (same architecture and options): fine-tuning."})
     out: Path = field(default=Path("runs/tools"), metadata={"help": "Run folder: checkpoints go to OUT/TASK.RECIPE/."})
     weights: Path | None = field(default=None, metadata={"help": "Where to write the final safetensors (default: the run folder)."})

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from tiragent.errors import ParameterError
-from tiragent.eval.degradations import DEGRADATIONS, Params
+from tiragent.eval.degradations import DEGRADATIONS, Params, degradation_fn
 from tiragent.images import list_images, read_image
 from tiragent.server.nets import build_net, count_parameters, load_net, net_arch, save_net
 from tiragent.train.tool_recipes import Recipe, ToolTrainConfig, get_recipe, with_config
@@ -41,9 +41,11 @@ class PairSampler:
 
     MARGIN = 16  # degraded with context around the crop, so blur and haze see real neighbours
 
-    def __init__(self, images: list[np.ndarray], recipe: Recipe, patch: int, seed: int) -> None:
+    def __init__(self, images: list[np.ndarray], recipe: Recipe, patch: int, seed: int, degradations: str = "protocol") -> None:
         self.images, self.recipe, self.seed = images, recipe, seed
-        self.fn = DEGRADATIONS[recipe.degradation].fn
+        self.fn = degradation_fn(recipe.degradation, degradations)
+        # the protocol's own samplers know the protocol's parameters; the randomized model draws its own (fixed ones stay)
+        self.params = recipe.params if degradations == "protocol" else (lambda rng: dict(recipe.fixed))
         scale = recipe.scale
         self.patch = patch - patch % (scale * 8)
         if self.patch <= 0:
@@ -84,7 +86,7 @@ class PairSampler:
         """The recipe's augmentation of the clean image (if any), then its degradation: (clean, degraded, parameters)."""
         if self.recipe.augment is not None:
             clean = self.recipe.augment(clean, rng)
-        degraded, params = self.fn(clean, rng, **self.recipe.params(rng))
+        degraded, params = self.fn(clean, rng, **self.params(rng))
         return clean, degraded, params
 
     def batch(self, step: int, size: int) -> tuple[torch.Tensor, torch.Tensor, list[Params]]:
@@ -234,7 +236,7 @@ def train_tool(config: ToolTrainConfig, progress: bool = True, stop_at: int | No
         raise ParameterError(f"{config.data} has {len(images)} images; need more than the {config.val_images} held out for validation")
     train_images, val_images = images[config.val_images :], images[: config.val_images]
     val_images = [img[:256, :256] for img in val_images]
-    sampler = PairSampler(train_images, recipe, config.patch_size or recipe.patch_size, config.seed)
+    sampler = PairSampler(train_images, recipe, config.patch_size or recipe.patch_size, config.seed, config.degradations)
 
     torch.manual_seed(config.seed)
     net = build_net(recipe.arch, **recipe.config)

@@ -1,0 +1,288 @@
+"""The randomized training degradation model: every step draws its implementation as well as its strength.
+
+The benchmark protocol (``eval/degradations.py``) stays as it is, for comparability with AgenticIR
+and MiO100. Networks and policies trained only on it learn its implementation details (one motion
+kernel profile, bicubic with anti-aliasing, Gaussian noise of one range) and fail on images degraded
+by other code and on real photos. This model, in the spirit of BSRGAN's shuffled degradations and
+Real-ESRGAN's high-order model, draws for each step one of several implementations (its
+``variant``) and a strength from a wider range, mild cases included. Same vocabulary, same calling
+convention: ``f(image, rng, **params) -> (image, params)``; parameters that are not given are drawn;
+the parameters used (the variant among them) are returned; the same seed gives the same pixels.
+
+    degrade(image, ["motion", "noise"], seed=3, model="randomized")
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from tiragent.eval.degradations import DegradeFn, Params, estimate_depth
+from tiragent.eval.kernels import disk_kernel, motion_kernel
+from tiragent.images import to_uint8
+from tiragent.tasks import TASK_OF_DEGRADATION
+
+RANDOMIZED: dict[str, DegradeFn] = {}
+VARIANTS: dict[str, tuple[str, ...]] = {}
+"""The implementations each degradation draws from."""
+
+
+def register_randomized(name: str, variants: tuple[str, ...]) -> Callable[[DegradeFn], DegradeFn]:
+    if name not in TASK_OF_DEGRADATION:
+        raise ValueError(f"degradation {name!r} is not in the vocabulary (tiragent.tasks.TASK_OF_DEGRADATION)")
+
+    def decorator(fn: DegradeFn) -> DegradeFn:
+        RANDOMIZED[name], VARIANTS[name] = fn, variants
+        return fn
+
+    return decorator
+
+
+def _variant(name: str, variant: str | None, rng: np.random.Generator) -> str:
+    if variant is None:
+        return str(rng.choice(VARIANTS[name]))
+    if variant not in VARIANTS[name]:
+        raise ValueError(f"{name} has no variant {variant!r}; it has {', '.join(VARIANTS[name])}")
+    return variant
+
+
+def _filter(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    return np.clip(cv2.filter2D(image, -1, kernel.astype(np.float32), borderType=cv2.BORDER_REFLECT), 0, 1).astype(np.float32)
+
+
+def _jpeg(image: np.ndarray, quality: int, subsampling: int = 2) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(to_uint8(image)).save(buf, format="JPEG", quality=int(quality), subsampling=subsampling)
+    return np.asarray(Image.open(buf).convert("RGB"), dtype=np.float32) / 255.0
+
+
+def _line_kernel(length: int, angle: float, weights: np.ndarray) -> np.ndarray:
+    """Taps ``weights`` laid along a line through the centre at ``angle`` degrees, splatted bilinearly."""
+    size = 2 * length + 3
+    centre = size // 2
+    offsets = np.linspace(-(len(weights) - 1) / 2, (len(weights) - 1) / 2, len(weights))
+    theta = math.radians(angle)
+    kernel = np.zeros((size, size), np.float64)
+    for t, w in zip(offsets, weights):
+        x, y = centre + t * math.cos(theta), centre - t * math.sin(theta)
+        x0, y0 = int(math.floor(x)), int(math.floor(y))
+        fx, fy = x - x0, y - y0
+        for yy, xx, share in ((y0, x0, (1 - fx) * (1 - fy)), (y0, x0 + 1, fx * (1 - fy)), (y0 + 1, x0, (1 - fx) * fy), (y0 + 1, x0 + 1, fx * fy)):
+            kernel[yy, xx] += w * share
+    return kernel / kernel.sum()
+
+
+def shake_kernel(rng: np.random.Generator, extent: int) -> np.ndarray:
+    """A curved camera-shake trajectory (a random walk with momentum, as in Boracchi and Foi's model), splatted into a kernel."""
+    steps = 4 * extent
+    velocity = rng.normal(size=2)
+    velocity /= np.linalg.norm(velocity) + 1e-9
+    position = np.zeros(2)
+    points = [position.copy()]
+    for _ in range(steps):
+        velocity = 0.85 * velocity + 0.35 * rng.normal(size=2)
+        velocity /= np.linalg.norm(velocity) + 1e-9
+        position = position + 0.5 * velocity
+        points.append(position.copy())
+    path = np.array(points)
+    path -= path.mean(axis=0)
+    span = max(float(np.abs(path).max()), 1e-6)
+    path *= (extent / 2) / span
+    size = extent + 3 + (extent + 3) % 2 + 2
+    kernel = np.zeros((size, size), np.float64)
+    centre = size // 2
+    for x, y in path:
+        x0, y0 = int(math.floor(x + centre)), int(math.floor(y + centre))
+        fx, fy = x + centre - x0, y + centre - y0
+        for yy, xx, share in ((y0, x0, (1 - fx) * (1 - fy)), (y0, x0 + 1, fx * (1 - fy)), (y0 + 1, x0, (1 - fx) * fy), (y0 + 1, x0 + 1, fx * fy)):
+            if 0 <= yy < size and 0 <= xx < size:
+                kernel[yy, xx] += share
+    return kernel / kernel.sum()
+
+
+@register_randomized("motion", ("box", "gaussian", "one_sided", "shake"))
+def motion(image: np.ndarray, rng: np.random.Generator, variant: str | None = None, length: int | None = None, angle: float | None = None) -> tuple[np.ndarray, Params]:
+    """Motion blur: a line kernel with a box, centred-Gaussian or one-sided Gaussian profile, or a curved camera-shake
+    trajectory; 5-35 px long, at any angle."""
+    variant = _variant("motion", variant, rng)
+    length = int(length if length is not None else rng.integers(5, 36))
+    angle = float(angle if angle is not None else rng.uniform(-180, 180))
+    if variant == "box":
+        kernel = _line_kernel(length, angle, np.ones(length))
+    elif variant == "gaussian":
+        taps = np.linspace(-1, 1, length)
+        kernel = _line_kernel(length, angle, np.exp(-(taps**2) / (2 * 0.45**2)))
+    elif variant == "one_sided":
+        kernel = motion_kernel(max(1, length // 2), max(1.0, length / 4), angle)
+    else:
+        kernel = shake_kernel(rng, length)
+    return _filter(image, kernel), {"variant": variant, "length": length, "angle": round(angle, 3)}
+
+
+@register_randomized("defocus", ("disk", "gaussian"))
+def defocus(image: np.ndarray, rng: np.random.Generator, variant: str | None = None, radius: float | None = None) -> tuple[np.ndarray, Params]:
+    """Defocus blur: an anti-aliased disk of radius 1-7 px, or a Gaussian of sigma 0.7-4 px."""
+    variant = _variant("defocus", variant, rng)
+    if variant == "disk":
+        radius = float(radius if radius is not None else rng.uniform(1.0, 7.0))
+        return _filter(image, disk_kernel(radius)), {"variant": variant, "radius": round(radius, 3)}
+    sigma = float(radius if radius is not None else rng.uniform(0.7, 4.0))
+    out = cv2.GaussianBlur(image, (0, 0), sigmaX=sigma, borderType=cv2.BORDER_REFLECT)
+    return np.clip(out, 0, 1).astype(np.float32), {"variant": variant, "radius": round(sigma, 3)}
+
+
+RESIZE = {"bilinear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA, "bicubic_no_aa": cv2.INTER_CUBIC}
+
+
+@register_randomized("lowres", ("bicubic", "bicubic_no_aa", "bilinear", "area", "lanczos"))
+def lowres(image: np.ndarray, rng: np.random.Generator, variant: str | None = None, scale: int | None = None, pre_blur: float | None = None) -> tuple[np.ndarray, Params]:
+    """Downscaling by 2 or 4: bicubic with anti-aliasing (as MATLAB's imresize), bicubic without, bilinear, area or
+    Lanczos, after an optional Gaussian pre-blur (sigma 0.4-1.5, one time in three)."""
+    variant = _variant("lowres", variant, rng)
+    scale = int(scale if scale is not None else rng.choice([2, 4]))
+    pre_blur = float(pre_blur if pre_blur is not None else (rng.uniform(0.4, 1.5) if rng.random() < 1 / 3 else 0.0))
+    if pre_blur > 0:
+        image = cv2.GaussianBlur(image, (0, 0), sigmaX=pre_blur, borderType=cv2.BORDER_REFLECT)
+    h, w = image.shape[:2]
+    size = (max(1, round(w / scale)), max(1, round(h / scale)))
+    if variant in RESIZE:
+        out = cv2.resize(image, size, interpolation=RESIZE[variant])
+    else:
+        pil = Image.Resampling.BICUBIC if variant == "bicubic" else Image.Resampling.LANCZOS
+        out = np.stack([np.asarray(Image.fromarray(image[..., c], mode="F").resize(size, pil)) for c in range(3)], axis=2)
+    return np.clip(out, 0, 1).astype(np.float32), {"variant": variant, "scale": scale, "pre_blur": round(pre_blur, 3)}
+
+
+@register_randomized("noise", ("gaussian", "gaussian_luma", "poisson", "camera"))
+def noise(image: np.ndarray, rng: np.random.Generator, variant: str | None = None, sigma: float | None = None) -> tuple[np.ndarray, Params]:
+    """Noise from mild to strong: Gaussian per channel or luminance-correlated (sigma 2-50 of 255), Poisson (photon
+    counts for an equivalent sigma), or camera-like: signal-dependent, spatially correlated as after demosaicing, then
+    JPEG (quality 70-95)."""
+    variant = _variant("noise", variant, rng)
+    sigma = float(sigma if sigma is not None else np.exp(rng.uniform(math.log(2), math.log(50))))  # log-uniform: mild cases are common
+    s = sigma / 255.0
+    params: Params = {"variant": variant, "sigma": round(sigma, 3)}
+    if variant == "gaussian":
+        out = image + rng.normal(0, s, image.shape)
+    elif variant == "gaussian_luma":
+        out = image + rng.normal(0, s, image.shape[:2])[..., None] * np.array([1.0, 1.0, 1.0]) + rng.normal(0, s / 3, image.shape)
+    elif variant == "poisson":
+        photons = 0.5 / s**2  # the count at mid-grey whose shot noise has standard deviation sigma
+        out = rng.poisson(np.clip(image, 0, 1) * photons) / photons
+    else:
+        read, shot = s * rng.uniform(0.2, 0.6), s * rng.uniform(0.6, 1.2)
+        std = np.sqrt(read**2 + shot**2 * np.clip(image, 0, 1))
+        field = rng.normal(0, 1, image.shape).astype(np.float32)
+        correlation = float(rng.uniform(0.5, 1.0))
+        field = cv2.GaussianBlur(field, (0, 0), sigmaX=correlation)
+        field /= max(float(field.std()), 1e-6)
+        quality = int(rng.integers(70, 96))
+        params.update(correlation=round(correlation, 3), quality=quality)
+        return _jpeg(np.clip(image + std * field, 0, 1), quality), params
+    return np.clip(out, 0, 1).astype(np.float32), params
+
+
+@register_randomized("jpeg", ("single", "double"))
+def jpeg(image: np.ndarray, rng: np.random.Generator, variant: str | None = None, quality: int | None = None, subsampling: int | None = None) -> tuple[np.ndarray, Params]:
+    """JPEG with quality 8-90, with (4:2:0) or without (4:4:4) chroma subsampling; ``double``: compressed again at
+    another quality, as photos re-saved after editing are."""
+    variant = _variant("jpeg", variant, rng)
+    quality = int(quality if quality is not None else rng.integers(8, 91))
+    subsampling = int(subsampling if subsampling is not None else rng.choice([0, 2]))
+    params: Params = {"variant": variant, "quality": quality, "subsampling": "4:4:4" if subsampling == 0 else "4:2:0"}
+    if variant == "double":
+        first = int(rng.integers(30, 96))
+        image = _jpeg(image, first, subsampling)
+        params["first_quality"] = first
+    return _jpeg(image, quality, subsampling), params
+
+
+@register_randomized("rain", ("thin", "wide", "tapered", "blurred"))
+def rain(image: np.ndarray, rng: np.random.Generator, variant: str | None = None, length: int | None = None, angle: float | None = None,
+         density: float | None = None) -> tuple[np.ndarray, Params]:  # fmt: skip
+    """Rain streaks of several shapes: thin lines, wide (2-3 px) lines, streaks tapered at both ends, or motion-blurred
+    streaks; 10-60 px long, -40..40 degrees from vertical, blended with a brightness of 0.5-1."""
+    variant = _variant("rain", variant, rng)
+    length = int(length if length is not None else rng.integers(10, 61))
+    angle = float(angle if angle is not None else rng.uniform(-40, 40))
+    density = float(density if density is not None else rng.uniform(0.0005, 0.004))
+    h, w = image.shape[:2]
+    drops = (rng.random((h, w)) < density).astype(np.float32) * rng.uniform(0.5, 1.0, (h, w)).astype(np.float32)
+    profile = np.ones(length)
+    if variant == "tapered":
+        profile = np.sin(np.linspace(0, math.pi, length)) ** 0.7
+    kernel = _line_kernel(length, 90 - angle, profile)
+    kernel /= kernel.max()
+    streaks = cv2.filter2D(drops, -1, kernel.astype(np.float32))
+    if variant == "wide":
+        streaks = cv2.dilate(streaks, np.ones((1, int(rng.integers(2, 4))), np.uint8))
+    if variant == "blurred":
+        streaks = cv2.GaussianBlur(streaks, (0, 0), sigmaX=float(rng.uniform(0.8, 1.6)))
+    brightness = float(rng.uniform(0.5, 1.0))
+    alpha = np.clip(streaks, 0, 1)[..., None] * brightness
+    out = image * (1 - alpha) + alpha
+    return np.clip(out, 0, 1).astype(np.float32), {"variant": variant, "length": length, "angle": round(angle, 3), "density": round(density, 5)}
+
+
+def _smooth_field(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    small = rng.random((4, 4)).astype(np.float32)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+@register_randomized("haze", ("estimated", "vertical", "smooth", "uniform"))
+def haze(image: np.ndarray, rng: np.random.Generator, variant: str | None = None, airlight: float | None = None, beta: float | None = None) -> tuple[np.ndarray, Params]:
+    """Haze by the scattering model with one of several depth proxies (the protocol's estimate, a vertical gradient, a
+    random smooth field, or none: uniform haze); airlight 0.6-1.0 with a slight tint, beta 0.3-2.5."""
+    variant = _variant("haze", variant, rng)
+    h, w = image.shape[:2]
+    airlight = float(airlight if airlight is not None else rng.uniform(0.6, 1.0))
+    beta = float(beta if beta is not None else rng.uniform(0.3, 2.5))
+    if variant == "estimated":
+        depth = estimate_depth(image)
+    elif variant == "vertical":
+        depth = np.repeat(np.linspace(1.0, rng.uniform(0.0, 0.5), h, dtype=np.float32)[:, None], w, axis=1)
+    elif variant == "smooth":
+        depth = _smooth_field(rng, h, w)
+        depth = (depth - depth.min()) / max(float(np.ptp(depth)), 1e-6)
+    else:
+        depth = np.full((h, w), 0.7, np.float32)
+    tint = airlight * (1 + rng.uniform(-0.05, 0.05, 3))
+    t = np.exp(-beta * depth)[..., None]
+    out = image * t + np.clip(tint, 0, 1) * (1 - t)
+    return np.clip(out, 0, 1).astype(np.float32), {"variant": variant, "airlight": round(airlight, 3), "beta": round(beta, 3)}
+
+
+@register_randomized("dark", ("gamma", "scale", "shift", "exposure"))
+def dark(image: np.ndarray, rng: np.random.Generator, variant: str | None = None, strength: float | None = None, noisy: bool | None = None) -> tuple[np.ndarray, Params]:
+    """Low light with one of several curves (a gamma of 1.5-3.5, a linear scale to 0.15-0.6, a shift down by 0.1-0.25, or
+    an exposure curve), and in half the cases the noise that low light brings (shot and read noise, then requantised)."""
+    variant = _variant("dark", variant, rng)
+    if variant == "gamma":
+        strength = float(strength if strength is not None else rng.uniform(1.5, 3.5))
+        out = np.power(image, strength)
+    elif variant == "scale":
+        strength = float(strength if strength is not None else rng.uniform(0.15, 0.6))
+        out = image * strength
+    elif variant == "shift":
+        strength = float(strength if strength is not None else rng.uniform(0.1, 0.25))
+        out = image - strength
+    else:
+        strength = float(strength if strength is not None else rng.uniform(1.0, 3.0))  # stops under-exposed
+        linear = np.power(image, 2.2) * 2.0**-strength
+        out = np.power(linear, 1 / 2.2)
+    out = np.clip(out, 0, 1)
+    noisy = bool(noisy if noisy is not None else rng.random() < 0.5)
+    params: Params = {"variant": variant, "strength": round(strength, 3), "noisy": noisy}
+    if noisy:
+        photons = float(rng.uniform(200, 2000))
+        read = float(rng.uniform(0.002, 0.01))
+        out = rng.poisson(out * photons) / photons + rng.normal(0, read, out.shape)
+        out = np.round(np.clip(out, 0, 1) * 255) / 255
+        params["photons"] = round(photons, 1)
+    return np.clip(out, 0, 1).astype(np.float32), params
+

@@ -1,0 +1,67 @@
+"""The randomized training degradation model: seeded, every implementation drawn, strengths from mild to strong."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+from conftest import psnr
+
+from tiragent.errors import ParameterError
+from tiragent.eval.degradations import DEGRADATIONS, degrade
+from tiragent.eval.randomized import RANDOMIZED, VARIANTS
+
+
+@pytest.fixture(scope="module")
+def photo(astronaut):
+    return astronaut
+
+
+def test_every_degradation_of_the_vocabulary_has_a_randomized_form():
+    assert set(RANDOMIZED) == set(DEGRADATIONS) and all(len(v) >= 2 for v in VARIANTS.values())
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_the_same_seed_gives_the_same_pixels_and_every_variant_is_drawn(photo, name):
+    first, record = degrade(photo, [name], seed=7, model="randomized")
+    again, same = degrade(photo, [name], seed=7, model="randomized")
+    assert np.array_equal(first, again) and record == same
+    assert first.dtype == np.float32 and first.min() >= 0 and first.max() <= 1
+    drawn = Counter(degrade(photo[:48, :48], [name], seed=s, model="randomized")[1][0]["params"]["variant"] for s in range(60))
+    assert set(drawn) == set(VARIANTS[name]), drawn
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_each_variant_degrades(photo, name):
+    for variant in VARIANTS[name]:
+        out, record = degrade(photo, [name], seed=3, params={name: {"variant": variant}}, model="randomized")
+        assert record[0]["params"]["variant"] == variant
+        if name == "lowres":
+            scale = record[0]["params"]["scale"]
+            assert out.shape == (128 // scale, 128 // scale, 3)
+        else:
+            assert out.shape == photo.shape and psnr(out, photo) < 40, (name, variant)
+
+
+def test_strengths_reach_mild_cases_and_differ_from_the_protocol(photo):
+    sigmas = [degrade(photo[:32, :32], ["noise"], seed=s, model="randomized")[1][0]["params"]["sigma"] for s in range(200)]
+    assert min(sigmas) < 5 and max(sigmas) > 35  # the protocol draws 20-50 only
+    qualities = [degrade(photo[:32, :32], ["jpeg"], seed=s, model="randomized")[1][0]["params"]["quality"] for s in range(200)]
+    assert min(qualities) < 12 and max(qualities) > 80  # the protocol: 10-29
+    scales = {degrade(photo, ["lowres"], seed=s, model="randomized")[1][0]["params"]["scale"] for s in range(20)}
+    assert scales == {2, 4}
+
+
+def test_given_parameters_are_used_and_bad_ones_named(photo):
+    _, record = degrade(photo, ["motion"], seed=0, params={"motion": {"variant": "box", "length": 9, "angle": 30.0}}, model="randomized")
+    assert record[0]["params"] == {"variant": "box", "length": 9, "angle": 30.0}
+    with pytest.raises(ValueError, match="motion has no variant 'zigzag'"):
+        degrade(photo, ["motion"], params={"motion": {"variant": "zigzag"}}, model="randomized")
+    with pytest.raises(ParameterError, match="unknown degradation model 'bsrgan'"):
+        degrade(photo, ["noise"], model="bsrgan")
+
+
+def test_the_protocol_stays_as_it_was(photo):
+    out, record = degrade(photo, ["noise"], seed=5)
+    assert "variant" not in record[0]["params"] and 20 <= record[0]["params"].get("sigma", 30) <= 50
