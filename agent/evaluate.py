@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from tiragent.agent.loop import restore
 from tiragent.agent.policy import create_policy
+from tiragent.agent.record import save_record
 from tiragent.agent.session import open_session
 from tiragent.eval.bench import load_manifest
 from tiragent.eval.degradations import get_degradation
@@ -34,8 +35,10 @@ async def evaluate_policies(
     max_steps: int | None = None,
     limit: int | None = None,
     device: str = "auto",
+    trajectories: Path | None = None,
 ) -> list[dict[str, Any]]:
-    """One record per (policy, image), plus the degraded input itself as policy 'input'."""
+    """One record per (policy, image), plus the degraded input itself as policy 'input'; with ``trajectories``, each
+    restoration's trajectory and step thumbnails go to ``trajectories/POLICY/`` (for ``tir-agent report``)."""
     items = load_manifest(bench)[:limit]
     records: list[dict[str, Any]] = []
     for item in tqdm(items, desc="input", unit="img", file=sys.stderr):
@@ -53,8 +56,11 @@ async def evaluate_policies(
                     session, degraded, agent, max_steps=max_steps, reference=target if agent.name == "oracle" else None,
                     known_tasks=known, name=item.name,
                 )  # fmt: skip
+                label = spec if agent.name == "qwen" else agent.name
+                if trajectories is not None:
+                    await save_record(session, trajectory, trajectories / Path(label).name, Path(item.name).stem, {"policy": label})
                 records.append({
-                    "policy": spec if agent.name == "qwen" else agent.name, "name": item.name, "group": item.group,
+                    "policy": label, "name": item.name, "group": item.group,
                     "combination": "+".join(item.combination), "tool_calls": len(trajectory.steps),
                     "seconds": trajectory.seconds, "path": [s.key for s in trajectory.path()],
                     "calls_by_cost": dict(Counter(space.cost(s.task, s.model) for s in trajectory.steps)),

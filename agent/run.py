@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -10,6 +9,7 @@ from tqdm import tqdm
 
 from tiragent.agent.loop import restore
 from tiragent.agent.policy import create_policy
+from tiragent.agent.record import save_record
 from tiragent.agent.session import ServerError, open_session
 from tiragent.errors import ImageError, TirAgentError
 from tiragent.images import list_images, read_image, write_image
@@ -37,8 +37,15 @@ async def restore_cli(
     trajectory: Path | None,
     max_steps: int | None,
     device: str = "auto",
+    report: bool = False,
 ) -> int:
-    """Returns the exit status: 0 all restored, 1 some files failed, 2 nothing could run."""
+    """Returns the exit status: 0 all restored, 1 some files failed, 2 nothing could run.
+
+    ``trajectory``: where each image's trajectory and the thumbnails of its steps go; ``report``: also write
+    ``report.html`` beside the output (trajectories default to ``trajectories/`` there)."""
+    run_dir = output if input_path.is_dir() else output.parent
+    if report and trajectory is None:
+        trajectory = run_dir / "trajectories" if input_path.is_dir() else run_dir / "trajectories" / f"{input_path.stem}.json"
     jobs = _pairs(input_path, output, trajectory)
     agent = create_policy(policy)
     failed: list[str] = []
@@ -62,12 +69,17 @@ async def restore_cli(
                 continue
             write_image(result, target)
             if trajectory_file is not None:
-                trajectory_file.parent.mkdir(parents=True, exist_ok=True)
-                trajectory_file.write_text(json.dumps(record.to_json(), indent=2))
+                await save_record(session, record, trajectory_file.parent, trajectory_file.stem)
             done += 1
             if len(jobs) == 1:
                 path = " -> ".join(s.key for s in record.path()) or "no tool"
                 print(f"{source} -> {target}: {path} ({len(record.steps)} tool calls, {record.seconds:.1f} s)")
     if len(jobs) > 1:
         print(f"restored {done} of {len(jobs)} images into {output}" + (f"; {len(failed)} failed" if failed else ""))
+    if report and done:
+        from tiragent.eval.html_report import restore_report
+
+        page = run_dir / "report.html"
+        page.write_text(restore_report(trajectory if trajectory.is_dir() else trajectory.parent, title=f"tir-agent restore {input_path.name}"))
+        print(f"report: {page}")
     return 1 if failed else 0

@@ -395,8 +395,9 @@ class ModelPool:
 
         module = self.cache.get(spec)
         dtype = next(module.parameters(), torch.empty(0)).dtype
-        # A copy, also of one piece: stored images are read-only, and a model may work in place on its input.
-        batch = torch.stack([torch.from_numpy(p.array) for p in pieces]).permute(0, 3, 1, 2)
+        # A copy, also of one piece: stored images are read-only, and a model may work in place on its input (made by
+        # numpy, so that torch never wraps a read-only array).
+        batch = torch.from_numpy(np.stack([p.array for p in pieces])).permute(0, 3, 1, 2)
         batch = batch.to(self.cache.device, dtype=dtype if dtype.is_floating_point else torch.float32)
         # Channels-last is what the HWC arrays already are, and convolutions run about 2x faster in it on CPUs.
         batch = batch.contiguous(memory_format=torch.channels_last)

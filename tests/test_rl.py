@@ -227,3 +227,5 @@ async def test_gen_sft_then_sft_then_rl_then_restore_against_a_real_server(serve
     assert await run(["restore", str(photo), "-o", str(tmp_path / "restored.png"), "--policy", str(rl), "--server", server, "--max-steps", "2"]) == 0
     assert (tmp_path / "restored.png").is_file()
     assert await run(["train", "plot", str(rl)]) == 0 and (rl / "plots" / "trends.png").is_file()
+    assert await run(["report", str(rl)]) == 0  # the training run's trends, as one page
+    assert (rl / "report.html").read_text().count("data:image/png;base64,") >= 5

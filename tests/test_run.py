@@ -45,7 +45,8 @@ def test_restore_a_folder_reports_a_bad_file_and_restores_the_rest(tmp_path, pho
     captured = capsys.readouterr()
     assert status == 1
     assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"]
-    assert sorted(p.name for p in trajs.iterdir()) == ["a.json", "b.json"]
+    assert sorted(p.name for p in trajs.glob("*.json")) == ["a.json", "b.json"]
+    assert {p.name for p in (trajs / "a").iterdir()} >= {"input.jpg", "result.jpg"}  # and the thumbnails, for `tir-agent report`
     assert "broken.png" in captured.err and "restored 2 of 3 images" in captured.out
 
 

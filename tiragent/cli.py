@@ -207,21 +207,25 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
     return asyncio.run(
         restore_cli(args.input, args.output, policy=args.policy, server=args.server, trajectory=args.trajectory,
-                    max_steps=args.max_steps, device=args.device)  # fmt: skip
+                    max_steps=args.max_steps, device=args.device, report=args.report)  # fmt: skip
     )
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from tiragent.agent.evaluate import evaluate_policies
+    from tiragent.eval.html_report import eval_report
     from tiragent.eval.report import write
 
+    out = args.out or args.bench / "eval"
     records = asyncio.run(
-        evaluate_policies(args.bench, args.policy, server=args.server, max_steps=args.max_steps, limit=args.limit, device=args.device)
+        evaluate_policies(args.bench, args.policy, server=args.server, max_steps=args.max_steps, limit=args.limit, device=args.device,
+                          trajectories=out / "trajectories")  # fmt: skip
     )
     header = f"Benchmark `{args.bench}`, policies {', '.join(args.policy)}; means over images.\n\n"
-    path = write(records, args.out or args.bench / "eval", header)
+    path = write(records, out, header)
+    (out / "report.html").write_text(eval_report(out, title=f"tir-agent eval {args.bench.name}"))
     print(path.read_text())
-    print(f"written: {path} (and results.json, quality_vs_calls.png beside it)")
+    print(f"written: {path} (and results.json, quality_vs_calls.png beside it); report: {out / 'report.html'}")
     return 0
 
 
@@ -229,7 +233,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Restore the bundled example with the agent (the exhaustive policy by default) and score each step."""
     from tiragent.agent.loop import restore
     from tiragent.agent.policy import create_policy
+    from tiragent.agent.record import save_record
     from tiragent.agent.session import open_session
+    from tiragent.eval.html_report import restore_report
     from tiragent.eval.metrics import evaluate
     from tiragent.images import read_image, write_image
 
@@ -253,13 +259,37 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 image = await session.fetch(step.output_id)
                 write_image(image, out_dir / f"{i}_{step.key}.png")
                 report(f"{i}. {step.key} ({step.seconds:.2f} s)", image)
-            (out_dir / "trajectory.json").write_text(json.dumps(trajectory.to_json(), indent=2))
+            await save_record(session, trajectory, out_dir / "trajectories", "demo")
             print(f"policy {args.policy}: {len(trajectory.steps)} tool calls in {trajectory.seconds:.1f} s ({trajectory.stop_reason})")
             return result
 
     final = asyncio.run(run())
     write_image(final, out_dir / "restored.png")
+    (out_dir / "report.html").write_text(restore_report(out_dir / "trajectories", title="tir-agent demo"))
     print(f"restored image: {out_dir / 'restored.png'}")
+    print(f"report: {out_dir / 'report.html'} (open it in a browser: every step, and the result against the input)")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """One HTML page of a restore, eval or training run."""
+    from tiragent.eval import html_report
+
+    run = Path(args.run)
+    if not run.is_dir():
+        raise TirAgentError(f"{run}: not a folder (give the output folder of restore, eval or train)")
+    out = Path(args.output or run / "report.html")
+    if (run / "results.json").is_file():
+        text = html_report.eval_report(run)
+    elif (run / "log.jsonl").is_file() or (run / "trainer_state.json").is_file():
+        from tiragent.train.plot import plot_run
+
+        plots = plot_run(run, run / "plots")
+        text = html_report.training_report(run, plots[1:])
+    else:
+        text = html_report.restore_report(run)
+    out.write_text(text)
+    print(f"report: {out} ({len(text) / 2**20:.1f} MB, self-contained)")
     return 0
 
 
@@ -354,10 +384,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, help="output image (or folder, for a folder input)")
     p.add_argument("--policy", default="exhaustive", help="exhaustive, fixed, oracle, random, or a Qwen-VL checkpoint folder")
     p.add_argument("--server", help="streamable-HTTP URL of a running server (default: start one over stdio)")
-    p.add_argument("--trajectory", type=Path, help="write the trajectory JSON here (a folder, for a folder input)")
+    p.add_argument("--trajectory", type=Path, help="write the trajectory JSON and its step thumbnails here (a folder, for a folder input)")
+    p.add_argument("--report", action="store_true", help="also write report.html beside the output (see `tir-agent report`)")
     p.add_argument("--max-steps", type=int, help="most tool calls per image (default: the policy's own)")
     p.add_argument("--device", default="auto", help="device of the stdio server it starts")
     p.set_defaults(func=cmd_restore)
+
+    p = sub.add_parser("report", help="one self-contained HTML page of a restore, eval or training run")
+    p.add_argument("run", type=Path, help="the run's folder: restore's output folder (with its trajectories), eval's --out, or a train --out")
+    p.add_argument("-o", "--output", type=Path, help="the HTML file (default: RUN/report.html)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("eval", help="evaluate policies on a benchmark folder (made by `bench make`)")
     p.add_argument("--bench", type=Path, required=True)
