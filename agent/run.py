@@ -80,6 +80,7 @@ async def restore_cli(
         from tiragent.eval.html_report import restore_report
 
         page = run_dir / "report.html"
-        page.write_text(restore_report(trajectory if trajectory.is_dir() else trajectory.parent, title=f"tir-agent restore {input_path.name}"))
+        folder = trajectory if trajectory.is_dir() else trajectory.parent
+        page.write_text(restore_report(folder, title=f"tir-agent restore {input_path.name}", out=page))
         print(f"report: {page}")
     return 1 if failed else 0

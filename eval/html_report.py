@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +49,30 @@ def _data_uri(path: Path) -> str:
     return f"data:image/{kind};base64," + base64.b64encode(path.read_bytes()).decode()
 
 
-def _img(folder: Path, name: str | None, alt: str, cls: str = "") -> str:
-    if not name or not (folder / name).is_file():
-        return f'<div class="meta">({html.escape(alt)}: no image)</div>'
-    return f'<img class="{cls}" src="{_data_uri(folder / name)}" alt="{html.escape(alt)}" loading="lazy">'
+EMBED_UP_TO = 50
+"""Runs of at most this many images embed their images (one file that travels alone); larger ones link the image
+files beside the page (relative paths, loaded lazily), so that a page of hundreds of images stays small and fast."""
+
+
+class Images:
+    """How the page refers to image files: embedded as data URIs, or linked relative to the page."""
+
+    def __init__(self, page: Path | None, embed: bool) -> None:
+        self.page, self.embed = page, embed
+
+    def src(self, path: Path) -> str:
+        if self.embed or self.page is None:
+            return _data_uri(path)
+        return html.escape(Path(os.path.relpath(path.resolve(), self.page.resolve().parent)).as_posix())
+
+
+    def img(self, folder: Path, name: str | None, alt: str, cls: str = "") -> str:
+        if not name or not (folder / name).is_file():
+            return f'<div class="meta">({html.escape(alt)}: no image)</div>'
+        return f'<img class="{cls}" src="{self.src(folder / name)}" alt="{html.escape(alt)}" loading="lazy">'
+
+
+EMBEDDED = Images(None, True)
 
 
 def _numbers(values: dict[str, Any]) -> str:
@@ -59,7 +80,7 @@ def _numbers(values: dict[str, Any]) -> str:
                      for k, v in values.items())  # fmt: skip
 
 
-def trajectory_section(record: dict[str, Any], folder: Path, anchor: str) -> str:
+def trajectory_section(record: dict[str, Any], folder: Path, anchor: str, images: Images = EMBEDDED) -> str:
     """One restored image: its steps in order, then the input and the result with a comparison slider."""
     path = set(record.get("path", []))
     title = html.escape(Path(str(record.get("input", anchor))).name or anchor)
@@ -67,7 +88,7 @@ def trajectory_section(record: dict[str, Any], folder: Path, anchor: str) -> str
     parts = [f'<section class="image" id="{html.escape(anchor)}"><h2>{title}</h2>',
              f'<div class="meta">policy {html.escape(str(record.get("policy", "")))}: {record.get("tool_calls", len(record["steps"]))} tool calls, '
              f'{record.get("seconds", 0):.1f} s; {html.escape(str(record.get("stop_reason", "")))}</div>', '<div class="steps">',
-             f'<div class="step input"><div class="tool">input</div>{_img(folder, files.get("input"), "input")}'
+             f'<div class="step input"><div class="tool">input</div>{images.img(folder, files.get("input"), "input")}'
              f'<div>{_numbers(record.get("original_metrics", {}))}</div></div>']  # fmt: skip
     for step in record["steps"]:
         failed = step.get("error") is not None
@@ -76,7 +97,7 @@ def trajectory_section(record: dict[str, Any], folder: Path, anchor: str) -> str
         parts.append(
             f'<div class="step {state}" data-index="{step["index"]}" data-tool="{html.escape(step["task"])}.{html.escape(step["model"])}">'
             f'<div class="tool">{step["index"] + 1}. {html.escape(step["task"])}.{html.escape(step["model"])}</div>'
-            f'<span class="tag">{label}</span>{_img(folder, step.get("thumbnail"), step["task"])}'
+            f'<span class="tag">{label}</span>{images.img(folder, step.get("thumbnail"), step["task"])}'
             f'<div>params: {_numbers(step.get("params", {})) or "defaults"}</div>'
             f'<div>metrics: {_numbers(step.get("metrics", {})) or "-"}</div>'
             f'<div>{step.get("seconds", 0) * 1000:.0f} ms, queue {step.get("queue_wait_seconds", 0) * 1000:.0f} ms</div>'
@@ -84,10 +105,10 @@ def trajectory_section(record: dict[str, Any], folder: Path, anchor: str) -> str
         )
     parts.append("</div>")
     if files.get("input") and files.get("result"):
-        before, after = _img(folder, files["input"], "input"), _img(folder, files["result"], "result", "after")
+        before, after = images.img(folder, files["input"], "input"), images.img(folder, files["result"], "result", "after")
         parts.append(
             f'<div class="pair"><figure>{before}<figcaption>input</figcaption></figure>'
-            f'<figure>{_img(folder, files["result"], "result")}<figcaption>result</figcaption></figure>'
+            f'<figure>{images.img(folder, files["result"], "result")}<figcaption>result</figcaption></figure>'
             f'<figure><div class="compare">{before}{after}'
             f'<input type="range" min="0" max="100" value="50" aria-label="before / after" '
             f"oninput=\"this.parentNode.style.setProperty('--pos', this.value + '%')\"></div>"
@@ -115,21 +136,29 @@ def page(title: str, body: list[str]) -> str:
             f'<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>' + "".join(body) + "</body></html>")  # fmt: skip
 
 
-def restore_report(run: Path, title: str | None = None) -> str:
+def _images(count: int, out: Path | None, embed: bool | None) -> Images:
+    return Images(out, count <= EMBED_UP_TO if embed is None else embed)
+
+
+def restore_report(run: Path, title: str | None = None, out: Path | None = None, embed: bool | None = None) -> str:
+    """``out``: where the page will be written (image links are relative to it); ``embed``: default by the run's size."""
     records = find_trajectories(run)
     if not records:
         raise TirAgentError(f"{run}: no trajectories found: restore with --report (or --trajectory DIR) to record them")
+    images = _images(len(records), out, embed)
     body = [f'<p class="meta">{len(records)} image(s) from <code>{html.escape(str(run))}</code>.</p>']
-    body += [trajectory_section(r, folder, f"image-{i}") for i, (r, folder) in enumerate(records)]
+    body += [trajectory_section(r, folder, f"image-{i}", images) for i, (r, folder) in enumerate(records)]
     return page(title or "tir-agent restore", body)
 
 
-def eval_report(run: Path, title: str | None = None) -> str:
+def eval_report(run: Path, title: str | None = None, out: Path | None = None, embed: bool | None = None) -> str:
     from tiragent.eval.report import COLUMNS, _groups
 
     results = json.loads((Path(run) / "results.json").read_text())
     table, records = results["table"], results["records"]
-    trajectories = {(r.get("policy"), Path(str(r.get("input", ""))).name): (r, f) for r, f in find_trajectories(run)}
+    found = find_trajectories(run)
+    images = _images(len(found), out, embed)
+    trajectories = {(r.get("policy"), Path(str(r.get("input", ""))).name): (r, f) for r, f in found}
     body = []
     for group in _groups(table):
         body.append(f"<h2>{'Overall' if group == 'all' else 'Group ' + html.escape(group)}</h2><table><tr><th>policy</th>"
@@ -151,7 +180,7 @@ def eval_report(run: Path, title: str | None = None) -> str:
             scores = _numbers({k: record[k] for k, _, _ in COLUMNS if k in record})
             body.append(f'<p class="meta">{html.escape(record["name"])} ({html.escape(record.get("combination", ""))}): {scores}</p>')
             if found:
-                body.append(trajectory_section(found[0], found[1], f"{policy}-{i}"))
+                body.append(trajectory_section(found[0], found[1], f"{policy}-{i}", images))
     return page(title or "tir-agent eval", body)
 
 

@@ -111,3 +111,13 @@ async def test_a_headless_browser_renders_the_page_from_disk(recorded, tmp_path)
 
     image = np.asarray(Image.open(shot).convert("RGB"))
     assert image.shape[:2] == (1100, 1280) and image.std() > 10  # rendered, not a blank page
+
+
+async def test_large_runs_link_their_images_beside_the_page(recorded, tmp_path):
+    folder, _ = recorded
+    page_path = tmp_path / "pages" / "report.html"
+    page_path.parent.mkdir()
+    page = restore_report(folder, out=page_path, embed=False)
+    sources = re.findall(r'<img class="[^"]*" src="([^"]+)"', page)
+    assert sources and "data:" not in page
+    assert all((page_path.parent / s).is_file() for s in sources)  # relative to the page, so the folder can move whole

@@ -223,7 +223,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     )
     header = f"Benchmark `{args.bench}`, policies {', '.join(args.policy)}; means over images.\n\n"
     path = write(records, out, header)
-    (out / "report.html").write_text(eval_report(out, title=f"tir-agent eval {args.bench.name}"))
+    (out / "report.html").write_text(eval_report(out, title=f"tir-agent eval {args.bench.name}", out=out / "report.html"))
     print(path.read_text())
     print(f"written: {path} (and results.json, quality_vs_calls.png beside it); report: {out / 'report.html'}")
     return 0
@@ -265,7 +265,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     final = asyncio.run(run())
     write_image(final, out_dir / "restored.png")
-    (out_dir / "report.html").write_text(restore_report(out_dir / "trajectories", title="tir-agent demo"))
+    (out_dir / "report.html").write_text(restore_report(out_dir / "trajectories", title="tir-agent demo", out=out_dir / "report.html"))
     print(f"restored image: {out_dir / 'restored.png'}")
     print(f"report: {out_dir / 'report.html'} (open it in a browser: every step, and the result against the input)")
     return 0
@@ -279,15 +279,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not run.is_dir():
         raise TirAgentError(f"{run}: not a folder (give the output folder of restore, eval or train)")
     out = Path(args.output or run / "report.html")
+    embed = {"auto": None, "embed": True, "link": False}[args.images]
     if (run / "results.json").is_file():
-        text = html_report.eval_report(run)
+        text = html_report.eval_report(run, out=out, embed=embed)
     elif (run / "log.jsonl").is_file() or (run / "trainer_state.json").is_file():
         from tiragent.train.plot import plot_run
 
         plots = plot_run(run, run / "plots")
         text = html_report.training_report(run, plots[1:])
     else:
-        text = html_report.restore_report(run)
+        text = html_report.restore_report(run, out=out, embed=embed)
     out.write_text(text)
     print(f"report: {out} ({len(text) / 2**20:.1f} MB, self-contained)")
     return 0
@@ -390,9 +391,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="device of the stdio server it starts")
     p.set_defaults(func=cmd_restore)
 
+    from tiragent.eval.html_report import EMBED_UP_TO
+
     p = sub.add_parser("report", help="one self-contained HTML page of a restore, eval or training run")
     p.add_argument("run", type=Path, help="the run's folder: restore's output folder (with its trajectories), eval's --out, or a train --out")
     p.add_argument("-o", "--output", type=Path, help="the HTML file (default: RUN/report.html)")
+    p.add_argument("--images", choices=["auto", "embed", "link"], default="auto",
+                   help=f"embed the images (one file that travels alone) or link the files beside it; auto: embed up to {EMBED_UP_TO} images")  # fmt: skip
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("eval", help="evaluate policies on a benchmark folder (made by `bench make`)")
