@@ -20,7 +20,7 @@ from tiragent.images import write_image
 
 THUMBNAIL = 192
 """Longest side of a step's thumbnail."""
-COMPARISON = 768
+COMPARISON = 512
 """Longest side of the input and the result in the before/after comparison."""
 
 

@@ -1,12 +1,12 @@
 """How large and how fast a report page is, for runs of 10 to hundreds of images.
 
-Builds synthetic restore runs (each image: an input, five steps, a result, saved as `tir-agent
-restore --report` saves them: 192-px step thumbnails and 768-px input and result, JPEG q85, from
+Builds synthetic restore runs (each image: a noisy input, five steps, a result, saved as `tir-agent
+restore --report` saves them: small step thumbnails and a larger input and result, JPEG q85, from
 crops of scikit-image's photos), writes the page with images embedded (small runs' default) and
 linked (large runs' default), and loads each in headless Chromium from disk, timing until the
 DOM is dumped (the page parsed, its images decoded).
 
-    python benchmarks/report_pages.py [--sizes 10 50 300]
+    python benchmarks/report_pages.py [--sizes 10 20 300]
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 from common import write_report
 
-from tiragent.eval.html_report import restore_report
+from tiragent.agent.record import COMPARISON, THUMBNAIL
+from tiragent.eval.html_report import EMBED_UP_TO, restore_report
 from tiragent.images import write_image
 
 
@@ -39,15 +40,15 @@ def fake_run(folder: Path, count: int) -> Path:
         images.mkdir(parents=True)
         top, left = rng.integers(0, 128, 2)
         view = np.ascontiguousarray(photo[top : top + 384, left : left + 384])
-        big = resize(view, (768, 768), anti_aliasing=True).astype(np.float32)
+        big = resize(view, (COMPARISON, COMPARISON), anti_aliasing=True).astype(np.float32)
         write_image(np.clip(big + rng.normal(0, 0.05, big.shape), 0, 1).astype(np.float32), images / "input.jpg", quality=85)
         write_image(big, images / "result.jpg", quality=85)
         steps = []
         for k in range(5):
-            thumb = resize(view, (192, 192), anti_aliasing=True).astype(np.float32)
+            thumb = resize(view, (THUMBNAIL, THUMBNAIL), anti_aliasing=True).astype(np.float32)
             write_image(thumb, images / f"{k:02d}_denoise.unet.jpg", quality=85)
-            steps.append({"index": k, "task": "denoise", "model": "unet", "params": {}, "input_id": f"a{k}", "output_id": f"b{k}", "width": 768,
-                          "height": 768, "seconds": 0.1, "queue_wait_seconds": 0.0, "metrics": {"niqe": 5.0, "piqe": 30.0}, "error": None,
+            steps.append({"index": k, "task": "denoise", "model": "unet", "params": {}, "input_id": f"a{k}", "output_id": f"b{k}", "width": COMPARISON,
+                          "height": COMPARISON, "seconds": 0.1, "queue_wait_seconds": 0.0, "metrics": {"niqe": 5.0, "piqe": 30.0}, "error": None,
                           "thumbnail": f"{stem}/{k:02d}_denoise.unet.jpg"})  # fmt: skip
         record = {"input": f"{stem}.png", "original_id": "a0", "final_id": "b4", "policy": "fixed", "steps": steps, "path": [0, 1, 2, 3, 4],
                   "tool_calls": 5, "seconds": 1.0, "stop_reason": "done", "original_metrics": {"niqe": 9.0},
@@ -68,7 +69,7 @@ def load_seconds(browser: str, page: Path, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10, 50, 300])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10, 20, 300])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -93,9 +94,10 @@ def main() -> None:
                 print(rows[-1], flush=True)
     markdown = (
         "# Report pages: size and load time\n\n"
-        f"Synthetic restore runs (5 steps per image; 192-px thumbnails, 768-px input and result, JPEG q85). Load: headless Chromium "
+        f"Synthetic restore runs (5 steps per image; {THUMBNAIL}-px thumbnails, {COMPARISON}-px input (noisy: the worst case for JPEG) and result, "
+        "JPEG q85). Load: headless Chromium "
         f"from disk with the network off, until `--dump-dom` returns (median of {args.repeats}); an empty page takes {baseline:.2f} s, "
-        "most of it the browser's start. `tir-agent report` embeds the images of runs of up to 50 images and links them beside the page "
+        f"most of it the browser's start. `tir-agent report` embeds the images of runs of up to {EMBED_UP_TO} images and links them beside the page "
         "above that (`--images embed|link` overrides).\n\n"
         "| images | images in the page | page (MB) | build (s) | load (s) | load minus an empty page (s) |\n|---:|---|---:|---:|---:|---:|\n"
         + "\n".join(rows) + "\n"

@@ -49,7 +49,7 @@ def _data_uri(path: Path) -> str:
     return f"data:image/{kind};base64," + base64.b64encode(path.read_bytes()).decode()
 
 
-EMBED_UP_TO = 50
+EMBED_UP_TO = 20
 """Runs of at most this many images embed their images (one file that travels alone); larger ones link the image
 files beside the page (relative paths, loaded lazily), so that a page of hundreds of images stays small and fast."""
 
