@@ -62,6 +62,10 @@ def test_eval_writes_the_tables_the_plot_and_every_record(tmp_path, pairs, capsy
     assert f"{mean_oracle:.2f}" in table  # the table is the mean of the records
     assert (out / "quality_vs_calls.png").stat().st_size > 1000
     assert str(out / "results.md") in capsys.readouterr().out
+    page = (out / "report.html").read_text()  # the tables, the plot, and each policy's images behind its row's link
+    assert page.count("<table>") == 1 and '<a href="#policy-oracle">oracle</a>' in page and 'id="policy-oracle"' in page
+    assert page.count('class="image"') == 4  # fixed and oracle, two images each, with their steps
+    assert all(f'data-tool="{key}"' in page for r in by_policy["oracle"] for key in r["path"])
 
 
 def test_the_detector_reads_what_was_done_to_an_image():
