@@ -38,6 +38,7 @@ async def restore_cli(
     max_steps: int | None,
     device: str = "auto",
     report: bool = False,
+    skip_existing: bool = False,
 ) -> int:
     """Returns the exit status: 0 all restored, 1 some files failed, 2 nothing could run.
 
@@ -47,11 +48,20 @@ async def restore_cli(
     if report and trajectory is None:
         trajectory = run_dir / "trajectories" if input_path.is_dir() else run_dir / "trajectories" / f"{input_path.stem}.json"
     jobs = _pairs(input_path, output, trajectory)
+    if skip_existing:
+        left = [j for j in jobs if not (j[1].is_file() and (j[2] is None or j[2].is_file()))]
+        if len(left) < len(jobs):
+            print(f"skipping {len(jobs) - len(left)} image(s) already restored", file=sys.stderr)
+        jobs = left
+        if not jobs:
+            print("every image is already restored")
+            return 0
     agent = create_policy(policy)
     failed: list[str] = []
     done = 0
     async with open_session(server, device=device) as session:
-        bar = tqdm(jobs, desc="restore", unit="img", disable=len(jobs) == 1, file=sys.stderr)
+        folder = input_path.is_dir()
+        bar = tqdm(jobs, desc="restore", unit="img", disable=not folder, file=sys.stderr)
         for source, target, trajectory_file in bar:
             try:
                 image = read_image(source)
@@ -71,10 +81,10 @@ async def restore_cli(
             if trajectory_file is not None:
                 await save_record(session, record, trajectory_file.parent, trajectory_file.stem)
             done += 1
-            if len(jobs) == 1:
+            if not folder:
                 path = " -> ".join(s.key for s in record.path()) or "no tool"
                 print(f"{source} -> {target}: {path} ({len(record.steps)} tool calls, {record.seconds:.1f} s)")
-    if len(jobs) > 1:
+    if input_path.is_dir():
         print(f"restored {done} of {len(jobs)} images into {output}" + (f"; {len(failed)} failed" if failed else ""))
     if report and done:
         from tiragent.eval.html_report import restore_report

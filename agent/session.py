@@ -13,11 +13,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import numpy as np
 from mcp import Client, StdioServerParameters
 
 from tiragent.agent.actions import Action
-from tiragent.errors import TirAgentError
+from tiragent.errors import RETRY_AFTER_META, TirAgentError
 from tiragent.images import decode_image, encode_image
 from tiragent.tasks import TASK_TOOL_META
 
@@ -84,11 +85,19 @@ class ToolSession:
         self.client = client
         self._space: ActionSpace | None = None
 
+    busy_retries = 8
+    """How often a call the server answers 'busy' is retried, after the wait the server suggests."""
+
     async def _call(self, tool: str, arguments: dict[str, Any]) -> Any:
-        try:
-            result = await self.client.call_tool(tool, arguments)
-        except Exception as err:  # transport failures: the server died or the connection broke
-            raise ServerError(f"the tool server failed during {tool}: {type(err).__name__}: {err}") from err
+        for attempt in range(self.busy_retries + 1):
+            try:
+                result = await self.client.call_tool(tool, arguments)
+            except Exception as err:  # transport failures: the server died or the connection broke
+                raise ServerError(f"the tool server failed during {tool}: {type(err).__name__}: {err}") from err
+            retry_after = (result.meta or {}).get(RETRY_AFTER_META) if result.is_error else None
+            if retry_after is None or attempt == self.busy_retries:
+                break
+            await anyio.sleep(float(retry_after))
         if result.is_error:
             text = " ".join(getattr(block, "text", "") for block in result.content)
             raise ToolCallError(text or f"{tool} failed")

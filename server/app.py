@@ -27,7 +27,7 @@ from mcp_types import CallToolResult, ImageContent, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from tiragent import __version__
-from tiragent.errors import ImageError, TirAgentError
+from tiragent.errors import RETRY_AFTER_META, ImageError, ServerBusyError, TirAgentError
 from tiragent.images import check_size, decode_image, encode_image, write_atomically
 from tiragent.server.config import ServerConfig
 from tiragent.server.metric_cache import MetricCache
@@ -101,6 +101,9 @@ def reports_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return await fn(*args, **kwargs)
+        except ServerBusyError as err:  # the hint as data, beside the message
+            return CallToolResult(content=[TextContent(type="text", text=str(err))], is_error=True,
+                                  _meta={RETRY_AFTER_META: err.retry_after_s})  # type: ignore[return-value]  # fmt: skip
         except TirAgentError as err:
             raise ToolError(str(err)) from err
 

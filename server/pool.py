@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from tiragent.errors import ImageError, TirAgentError, ToolExecutionError, ToolTimeoutError
+from tiragent.errors import ImageError, ServerBusyError, TirAgentError, ToolExecutionError, ToolTimeoutError
 from tiragent.server.batching import BatchQueue
 from tiragent.server.registry import ToolParams, ToolSpec, get_tool
 from tiragent.server.tiling import Tile, pad_to, stitch, tile_grid
@@ -57,6 +57,10 @@ class PoolConfig:
         metadata={"help": "Default per-call time limit in seconds. A timed-out classical tool's thread finishes its work, but its result is dropped; an isolated tool's worker process is killed."},
     )
     half_precision: bool = field(default=True, metadata={"help": "Run models that support it in bf16/fp16 on a GPU."})
+    max_in_flight: int = field(
+        default=512, metadata={"help": "Tool calls in flight at most, all tools together; past it a call fails at once with a 'server busy, retry' error."}
+    )
+    max_queue: int = field(default=256, metadata={"help": "Calls waiting for one model at most; past it a call fails at once with a 'server busy' error."})
 
 
 @dataclass
@@ -75,6 +79,7 @@ class ToolStats:
     errors: int = 0
     timeouts: int = 0
     cancelled: int = 0
+    busy: int = 0
     batches: int = 0
     batch_items: int = 0
     batch_sizes: Counter[int] = field(default_factory=Counter)
@@ -96,6 +101,7 @@ class ToolStats:
             "errors": self.errors,
             "timeouts": self.timeouts,
             "cancelled": self.cancelled,
+            "busy": self.busy,
             "batches": self.batches,
             "mean_batch_size": self.batch_items / self.batches if self.batches else 0.0,
             "batch_sizes": dict(sorted(self.batch_sizes.items())),
@@ -232,6 +238,7 @@ class ModelPool:
         return {
             "device": self.device,
             "in_flight": self.in_flight,
+            "limits": {"max_in_flight": self.config.max_in_flight, "max_queue": self.config.max_queue},
             "resident_models": self.cache.resident(),
             "resident_mb": self.cache.used_bytes / 2**20,
             "model_loads": self.cache.loads,
@@ -239,6 +246,18 @@ class ModelPool:
             "process_workers": self.workers.stats(),
             "tools": {key: s.snapshot() for key, s in sorted(self._stats.items())},
         }
+
+    def _admit(self, spec: ToolSpec, stats: ToolStats) -> None:
+        """Backpressure: past the limits, fail at once with a retry-after hint (the tool's recent median latency)."""
+        waiting = self._queues[spec.key].qsize() if spec.key in self._queues else 0
+        if self.in_flight < self.config.max_in_flight and waiting < self.config.max_queue:
+            return
+        stats.busy += 1
+        recent = sorted(stats.latencies)[len(stats.latencies) // 2] if stats.latencies else 0.5
+        retry = round(min(30.0, max(0.1, recent)), 2)
+        what = (f"{self.in_flight} calls in flight (limit {self.config.max_in_flight})" if self.in_flight >= self.config.max_in_flight
+                else f"{waiting} calls waiting for {spec.key} (limit {self.config.max_queue})")  # fmt: skip
+        raise ServerBusyError(f"server busy: {what}; retry in about {retry} s", retry)
 
     def _tool_stats(self, key: str) -> ToolStats:
         if key not in self._stats:
@@ -258,6 +277,7 @@ class ModelPool:
         checked = spec.validate(params)
         _check_array(image)
         stats = self._tool_stats(spec.key)
+        self._admit(spec, stats)
         stats.calls += 1
         self.in_flight += 1
         started = time.perf_counter()

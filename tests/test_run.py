@@ -97,3 +97,17 @@ def test_a_server_that_dies_mid_run_gives_a_clear_error_and_keeps_finished_outpu
     anyio.run(scenario)
     assert [p.name for p in out.iterdir()] == ["a.png"]
     assert np.isfinite(read_image(out / "a.png")).all()
+
+
+def test_a_rerun_with_skip_existing_restores_only_what_is_missing(tmp_path, photos, capsys):
+    out, trajs = tmp_path / "out", tmp_path / "trajs"
+    args = ["restore", str(photos), "-o", str(out), "--policy", "fixed", "--trajectory", str(trajs), "--max-steps", "1"]
+    assert main(args) == 0
+    kept = (out / "a.png").stat().st_mtime_ns
+    (out / "b.png").unlink()  # as if the batch had been killed before b was written
+    capsys.readouterr()
+    assert main([*args, "--skip-existing"]) == 0
+    captured = capsys.readouterr()
+    assert "skipping 1 image(s) already restored" in captured.err and "restored 1 of 1 images" in captured.out
+    assert (out / "b.png").is_file() and (out / "a.png").stat().st_mtime_ns == kept
+    assert main([*args, "--skip-existing"]) == 0 and "every image is already restored" in capsys.readouterr().out

@@ -207,7 +207,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
     return asyncio.run(
         restore_cli(args.input, args.output, policy=args.policy, server=args.server, trajectory=args.trajectory,
-                    max_steps=args.max_steps, device=args.device, report=args.report)  # fmt: skip
+                    max_steps=args.max_steps, device=args.device, report=args.report, skip_existing=args.skip_existing)  # fmt: skip
     )
 
 
@@ -387,6 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server", help="streamable-HTTP URL of a running server (default: start one over stdio)")
     p.add_argument("--trajectory", type=Path, help="write the trajectory JSON and its step thumbnails here (a folder, for a folder input)")
     p.add_argument("--report", action="store_true", help="also write report.html beside the output (see `tir-agent report`)")
+    p.add_argument("--skip-existing", action="store_true", help="leave out images whose output (and trajectory) exist: resume a killed batch")
     p.add_argument("--max-steps", type=int, help="most tool calls per image (default: the policy's own)")
     p.add_argument("--device", default="auto", help="device of the stdio server it starts")
     p.set_defaults(func=cmd_restore)

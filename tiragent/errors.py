@@ -28,6 +28,18 @@ class ToolExecutionError(TirAgentError, RuntimeError):
     """A tool raised while processing an image."""
 
 
+class ServerBusyError(TirAgentError, RuntimeError):
+    """The server is past its limit of calls in flight (or of calls waiting for one model): retry later."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+RETRY_AFTER_META = "tir-agent/retry_after_s"
+"""Key of the retry-after hint (seconds) in a busy error result's ``_meta``."""
+
+
 def did_you_mean(name: str, choices: list[str]) -> str:
     """A hint naming the closest registered names, or the full list when none is close."""
     import difflib

@@ -1,0 +1,97 @@
+"""Backpressure: past the pool's limits a call fails at once with a clear 'server busy, retry' error and its retry-after
+hint as data; the calls admitted finish, other clients keep going, and the server keeps serving."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import anyio
+import numpy as np
+import pytest
+from conftest import http_client, running
+
+from tiragent.errors import RETRY_AFTER_META
+from tiragent.images import encode_image
+from tiragent.server.app import ServerConfig
+from tiragent.server.pool import PoolConfig
+from tiragent.server.registry import Cost, register_tool, unregister
+from tiragent.server.serve import http_app
+from tiragent.tasks import Task
+
+pytestmark = pytest.mark.anyio
+
+
+def slow_darken(image: np.ndarray, params: object) -> np.ndarray:
+    """Test tool: takes half a second."""
+    time.sleep(0.5)
+    return image * 0.5
+
+
+@pytest.fixture
+def slow_tool():
+    register_tool(Task.LOWLIGHT, "slow_bp_test", cost=Cost.LOW)(slow_darken)
+    yield
+    unregister("lowlight.slow_bp_test")
+
+
+async def test_a_burst_past_the_limit_gets_busy_errors_at_once_and_the_rest_succeed(tmp_path, slow_tool):
+    app = http_app(ServerConfig(roots=[tmp_path], preview_size=0), host="127.0.0.1", token=None, max_body_mb=16,
+                   pool_config=PoolConfig(max_in_flight=4, cpu_workers=4))  # fmt: skip
+    image = base64.b64encode(encode_image(np.full((16, 16, 3), 0.8, np.float32))).decode()
+    outcomes: list[tuple[bool, float, dict]] = []
+
+    async def one_client(url: str) -> None:
+        async with http_client(url) as client:
+            loaded = (await client.call_tool("load_image", {"data": image})).structured_content["image_id"]
+            started = time.perf_counter()
+            result = await client.call_tool("lowlight", {"image_id": loaded, "model": "slow_bp_test"})
+            outcomes.append((result.is_error, time.perf_counter() - started, {"text": result.content[0].text, "meta": result.meta or {}}))
+
+    async with running(app) as url, http_client(url) as watcher:
+        async with anyio.create_task_group() as tg:
+            for _ in range(12):
+                tg.start_soon(one_client, url)
+        status = (await watcher.call_tool("server_status", {})).structured_content
+        after = await watcher.call_tool("lowlight", {"image_id": (await watcher.call_tool("load_image", {"data": image})).structured_content["image_id"],
+                                                     "model": "gamma"})  # fmt: skip
+    busy = [o for o in outcomes if o[0]]
+    done = [o for o in outcomes if not o[0]]
+    assert len(outcomes) == 12 and len(done) >= 4 and len(busy) >= 1
+    for _, seconds, info in busy:
+        assert "server busy" in info["text"] and "retry in about" in info["text"] and seconds < 0.4  # at once, not after a wait
+        assert info["meta"][RETRY_AFTER_META] > 0  # the hint as data
+    stats = status["pool"]["tools"]["lowlight.slow_bp_test"]
+    assert stats["busy"] == len(busy) and stats["calls"] == len(done) and stats["errors"] == 0
+    assert status["pool"]["limits"] == {"max_in_flight": 4, "max_queue": 256} and status["pool"]["in_flight"] == 0
+    assert not after.is_error  # the server keeps serving
+
+
+async def test_the_limits_are_settings_of_serve():
+    from tiragent.cli import build_parser, from_args
+
+    args = build_parser().parse_args(["serve", "--max-in-flight", "8", "--max-queue", "3"])
+    config = from_args(PoolConfig, args)
+    assert (config.max_in_flight, config.max_queue) == (8, 3)
+
+
+async def test_the_agent_s_session_waits_as_told_and_retries(tmp_path, slow_tool):
+    from tiragent.agent.actions import Action
+    from tiragent.agent.session import ToolSession
+
+    app = http_app(ServerConfig(roots=[tmp_path], preview_size=0), host="127.0.0.1", token=None, max_body_mb=16,
+                   pool_config=PoolConfig(max_in_flight=1, cpu_workers=2))  # fmt: skip
+    results = []
+
+    async def rollout(url: str, value: float) -> None:
+        async with http_client(url) as client:
+            session = ToolSession(client)
+            image_id = await session.load(np.full((16, 16, 3), value, np.float32))
+            results.append(await session.apply(Action("lowlight", "slow_bp_test"), image_id))
+
+    async with running(app) as url, http_client(url) as watcher:
+        async with anyio.create_task_group() as tg:
+            for i in range(3):
+                tg.start_soon(rollout, url, 0.2 + 0.2 * i)
+        stats = (await watcher.call_tool("server_status", {})).structured_content["pool"]["tools"]["lowlight.slow_bp_test"]
+    assert len(results) == 3 and stats["calls"] == 3 and stats["busy"] >= 1  # refused at first, done after waiting
