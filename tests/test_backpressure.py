@@ -95,3 +95,31 @@ async def test_the_agent_s_session_waits_as_told_and_retries(tmp_path, slow_tool
                 tg.start_soon(rollout, url, 0.2 + 0.2 * i)
         stats = (await watcher.call_tool("server_status", {})).structured_content["pool"]["tools"]["lowlight.slow_bp_test"]
     assert len(results) == 3 and stats["calls"] == 3 and stats["busy"] >= 1  # refused at first, done after waiting
+
+
+async def test_a_queued_call_whose_client_left_is_never_run():
+    from tiragent.server.pool import ModelPool
+
+    ran: list[float] = []
+
+    def record(image: np.ndarray, params: object) -> np.ndarray:
+        """Test tool: records the images it ran on."""
+        ran.append(float(image.mean()))
+        time.sleep(0.3)
+        return image
+
+    register_tool(Task.LOWLIGHT, "record_bp_test", cost=Cost.LOW)(record)
+    try:
+        async with ModelPool(PoolConfig(cpu_workers=1)) as pool:
+            first = np.full((8, 8, 3), 0.25, np.float32)
+            second = np.full((8, 8, 3), 0.75, np.float32)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(pool.call, "lowlight.record_bp_test", first)
+                await anyio.sleep(0.05)  # the first runs on the one CPU worker
+                with anyio.move_on_after(0.1):  # the second waits for the worker; its client gives up
+                    await pool.call("lowlight.record_bp_test", second)
+            stats = pool.stats()["tools"]["lowlight.record_bp_test"]
+            await pool.call("lowlight.record_bp_test", first)  # later calls still run
+    finally:
+        unregister("lowlight.record_bp_test")
+    assert ran == [0.25, 0.25] and stats["cancelled"] == 1 and stats["errors"] == 0
