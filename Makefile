@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench weights clean
+.PHONY: install demo test bench weights weights-randomized clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -68,3 +68,9 @@ weights: install
 
 clean:
 	rm -rf $(VENV) demo-output
+
+# Fine-tunes the shipped learned tools on the randomized degradation model (eval/randomized.py) and the 511 training
+# photos (CBSD432 + CSun_Hays80_half), into runs/tools-randomized/weights/ (not yet shipped: issue 13). Resumable:
+# rerun it after an interruption. Hours on a 2-core CPU: nohup make weights-randomized > runs/retrain.log 2>&1 &
+weights-randomized: install
+	sh train/retrain_randomized.sh
