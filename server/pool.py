@@ -60,7 +60,10 @@ class PoolConfig:
     max_in_flight: int = field(
         default=512, metadata={"help": "Tool calls in flight at most, all tools together; past it a call fails at once with a 'server busy, retry' error."}
     )
-    max_queue: int = field(default=256, metadata={"help": "Calls waiting for one model at most; past it a call fails at once with a 'server busy' error."})
+    max_queue: int = field(
+        default=256,
+        metadata={"help": "Calls waiting for one tool at most (for a model's batch, or for a thread or worker process); past it a call fails at once with a 'server busy' error. Size it so that waiting calls finish within the timeout."},
+    )
 
 
 @dataclass
@@ -80,6 +83,7 @@ class ToolStats:
     timeouts: int = 0
     cancelled: int = 0
     busy: int = 0
+    in_flight: int = 0
     batches: int = 0
     batch_items: int = 0
     batch_sizes: Counter[int] = field(default_factory=Counter)
@@ -249,7 +253,11 @@ class ModelPool:
 
     def _admit(self, spec: ToolSpec, stats: ToolStats) -> None:
         """Backpressure: past the limits, fail at once with a retry-after hint (the tool's recent median latency)."""
-        waiting = self._queues[spec.key].qsize() if spec.key in self._queues else 0
+        if spec.is_torch:
+            waiting = self._queues[spec.key].qsize() if spec.key in self._queues else 0
+        else:  # calls of a classical tool beyond what can run at once wait for a thread or a worker process
+            capacity = min(spec.concurrency or self.config.cpu_workers, self.config.process_workers if spec.isolated else self.config.cpu_workers)
+            waiting = max(0, stats.in_flight - capacity)
         if self.in_flight < self.config.max_in_flight and waiting < self.config.max_queue:
             return
         stats.busy += 1
@@ -279,6 +287,7 @@ class ModelPool:
         stats = self._tool_stats(spec.key)
         self._admit(spec, stats)
         stats.calls += 1
+        stats.in_flight += 1
         self.in_flight += 1
         started = time.perf_counter()
         limit = self.config.timeout_s if timeout is None else timeout
@@ -302,6 +311,7 @@ class ModelPool:
             raise ToolExecutionError(f"{spec.key} failed: {type(err).__name__}: {err}") from err
         finally:
             self.in_flight -= 1
+            stats.in_flight -= 1
         elapsed = time.perf_counter() - started
         stats.latencies.append(elapsed)
         stats.queue_wait_s += wait
