@@ -8,7 +8,8 @@ that raises) takes ``--clients`` concurrent MCP clients, each looping over a mix
   ``detect_degradations``, ``get_image``;
 - malformed ones: an unknown image id, bad base64, an out-of-range and a wrong-type parameter;
 - faults: a body over the size limit, a client that disconnects in the middle of a slow call, the
-  hanging tool, the raising tool, and now and then a burst past the backpressure limit.
+  hanging tool, the raising tool, now and then a burst past the backpressure limit, a path outside
+  the allowed roots, and a request with a foreign Origin and Host (DNS rebinding).
 
 Per window: calls completed, errors by kind, p50 and p99 latency of the well-formed calls, the
 server's resident memory and open file descriptors, and its store's memory and disk. Passes when
@@ -139,7 +140,7 @@ async def client_loop(url: str, index: int, stop_at: float, recorder: Recorder, 
             for tool, arguments in ((("denoise", {"model": "wavelet"}), ("denoise", {"model": "unet"}), ("assess_quality", {}),
                                      ("detect_degradations", {}), ("get_image", {"max_side": 64}))):  # fmt: skip
                 await call(client, tool, {"image_id": image_id, **arguments}, f"{tool}.{arguments.get('model', '')}".rstrip("."), False)
-            fault, turn = turn % 9, turn + 1
+            fault, turn = turn % 11, turn + 1
             if fault == 0:
                 await call(client, "denoise", {"image_id": "img_0000000000000000", "model": "wavelet"}, "unknown id", True)
             elif fault == 1:
@@ -162,6 +163,18 @@ async def client_loop(url: str, index: int, stop_at: float, recorder: Recorder, 
                     await asyncio.wait_for(client.call_tool("dehaze", {"image_id": image_id, "model": "soak_slow"}), 0.2)
                 recorder.outcomes["disconnected mid-call"] += 1
                 break  # this client's session ends here; the loop below opens a new one
+            elif fault == 9:  # a path outside the allowed roots, under load as alone
+                path = draw.choice(["/etc/passwd", "../../etc/hosts", "/proc/self/environ"])
+                await call(client, "load_image", {"path": path}, "path outside the roots", True)
+            elif fault == 10:  # a request from a foreign web page (DNS rebinding): refused before any tool runs
+                async with httpx2.AsyncClient(timeout=30) as raw:
+                    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+                    headers = {"Accept": "application/json, text/event-stream", "Origin": "http://evil.example", "Host": "evil.example"}
+                    response = await raw.post(url, json=body, headers=headers)
+                    refused = response.status_code in (400, 403, 421)
+                    recorder.outcomes["foreign origin: refused" if refused else "foreign origin: UNEXPECTED"] += 1
+                    if not refused:
+                        problems.append(f"a request with a foreign Origin and Host got {response.status_code}")
             elif fault == 8 and draw.random() < 0.5:  # a burst past the backpressure limit
                 burst = await asyncio.gather(*(call(client, "dehaze", {"image_id": image_id, "model": "soak_slow"}, "burst", False, timed=False) for _ in range(60)))
                 recorder.outcomes["burst calls"] += len(burst)

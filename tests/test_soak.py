@@ -15,5 +15,6 @@ def test_a_short_soak_passes():
                           capture_output=True, text=True, timeout=240)  # fmt: skip
     assert done.returncode == 0 and "**Passed**" in done.stdout, done.stdout[-3000:] + done.stderr[-2000:]
     for fault in ("bad base64: clear error", "unknown id: clear error", "hanging tool: clear error", "raising tool: clear error",
-                  "out-of-range parameter: clear error", "wrong-type parameter: clear error", "disconnected mid-call"):  # fmt: skip
+                  "out-of-range parameter: clear error", "wrong-type parameter: clear error", "disconnected mid-call",
+                  "path outside the roots: clear error", "foreign origin: refused"):  # fmt: skip
         assert fault in done.stdout, fault  # every kind of fault was met and answered
