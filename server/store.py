@@ -144,15 +144,17 @@ class ImageStore:
             image = self._memory.pop(oldest)
             self.memory_bytes -= image.nbytes
             if oldest not in self._on_disk:
-                path = self.spill_dir / f"{oldest}.npy"
-                buffer = io.BytesIO()
-                np.save(buffer, image)
-                data = buffer.getvalue()
-                write_atomically(path, data)  # a crash mid-spill leaves no truncated image
-                self._on_disk[oldest] = len(data)
-                self.disk_bytes += len(data)
-                self.spills += 1
+                self._write_spill(oldest, image)
         self._trim_disk()
+
+    def _write_spill(self, image_id: str, image: np.ndarray) -> None:
+        buffer = io.BytesIO()
+        np.save(buffer, image)
+        data = buffer.getvalue()
+        write_atomically(self.spill_dir / f"{image_id}.npy", data)  # a crash mid-spill leaves no truncated image
+        self._on_disk[image_id] = len(data)
+        self.disk_bytes += len(data)
+        self.spills += 1
 
     def _trim_disk(self) -> None:
         """Delete the least recently used spilled images past the disk budget (never one held in memory)."""
@@ -182,5 +184,15 @@ class ImageStore:
             }
 
     def close(self) -> None:
+        """A store in a folder of the user's keeps what it holds in memory there too (within the disk budget), so that a
+        server restarted on the folder finds every image; a temporary folder is removed."""
         if self._tmp is not None:
             self._tmp.cleanup()
+            return
+        with self._lock:
+            for image_id, image in list(self._memory.items()):  # least recently used first
+                if image_id not in self._on_disk:
+                    self._write_spill(image_id, image)
+            self._memory.clear()
+            self.memory_bytes = 0
+            self._trim_disk()

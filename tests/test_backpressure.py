@@ -123,3 +123,71 @@ async def test_a_queued_call_whose_client_left_is_never_run():
     finally:
         unregister("lowlight.record_bp_test")
     assert ran == [0.25, 0.25] and stats["cancelled"] == 1 and stats["errors"] == 0
+
+
+async def test_over_mcp_a_queued_call_whose_client_disconnects_is_never_run(tmp_path):
+    ran: list[float] = []
+
+    def hold(image: np.ndarray, params: object) -> np.ndarray:
+        """Test tool: holds the only CPU worker for a second."""
+        time.sleep(1.0)
+        return image
+
+    def record(image: np.ndarray, params: object) -> np.ndarray:
+        """Test tool: records the images it ran on."""
+        ran.append(float(image.mean()))
+        return image
+
+    register_tool(Task.LOWLIGHT, "hold_mcp_test", cost=Cost.LOW)(hold)
+    register_tool(Task.LOWLIGHT, "record_mcp_test", cost=Cost.LOW)(record)
+    app = http_app(ServerConfig(roots=[tmp_path], preview_size=0), host="127.0.0.1", token=None, max_body_mb=16,
+                   pool_config=PoolConfig(cpu_workers=1))  # fmt: skip
+    image = base64.b64encode(encode_image(np.full((8, 8, 3), 0.5, np.float32))).decode()
+    try:
+        async with running(app) as url:
+
+            async def holder() -> None:
+                async with http_client(url) as client:
+                    loaded = (await client.call_tool("load_image", {"data": image})).structured_content["image_id"]
+                    await client.call_tool("lowlight", {"image_id": loaded, "model": "hold_mcp_test"})
+
+            async def leaver() -> None:
+                async with http_client(url) as client:
+                    loaded = (await client.call_tool("load_image", {"data": image})).structured_content["image_id"]
+                    await anyio.sleep(0.3)  # the holder's call is running
+                    with anyio.move_on_after(0.3):  # queued behind it; then this client goes away
+                        await client.call_tool("lowlight", {"image_id": loaded, "model": "record_mcp_test"})
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(holder)
+                tg.start_soon(leaver)
+            await anyio.sleep(0.5)
+            async with http_client(url) as watcher:
+                stats = (await watcher.call_tool("server_status", {})).structured_content["pool"]["tools"]
+    finally:
+        unregister("lowlight.hold_mcp_test")
+        unregister("lowlight.record_mcp_test")
+    assert ran == []  # the queued call never ran
+    assert stats["lowlight.record_mcp_test"]["cancelled"] == 1 and stats["lowlight.hold_mcp_test"]["errors"] == 0
+
+
+async def test_a_restarted_server_finds_what_was_stored_or_says_clearly_it_cannot(tmp_path):
+    from tiragent.images import decode_image
+
+    store = tmp_path / "store"
+    config = ServerConfig(roots=[tmp_path], preview_size=0, store_dir=store, store_memory_mb=0.01)  # every image spills to disk
+    images = [np.full((32, 32, 3), v, np.float32) for v in (0.25, 0.5, 0.75)]  # the newest in memory, kept at shutdown
+    async with running(http_app(config, host="127.0.0.1", token=None, max_body_mb=16)) as url, http_client(url) as client:
+        ids = [(await client.call_tool("load_image", {"data": base64.b64encode(encode_image(im)).decode()})).structured_content["image_id"]
+               for im in images]  # fmt: skip
+    damaged = store / f"{ids[1]}.npy"
+    damaged.write_bytes(damaged.read_bytes()[:200])  # as a crash of a server that wrote non-atomically would leave it
+    async with running(http_app(config, host="127.0.0.1", token=None, max_body_mb=16)) as url, http_client(url) as client:
+        found = await client.call_tool("get_image", {"image_id": ids[0], "format": "png"})
+        truncated = await client.call_tool("get_image", {"image_id": ids[1], "format": "png"})
+        unknown = await client.call_tool("get_image", {"image_id": "img_00000000deadbeef", "format": "png"})
+        kept = await client.call_tool("get_image", {"image_id": ids[2], "format": "png"})
+    assert not found.is_error and np.abs(decode_image(base64.b64decode(found.content[0].data)) - images[0]).max() < 1 / 255
+    assert truncated.is_error and "unreadable" in truncated.content[0].text  # never a truncated image
+    assert unknown.is_error and "unknown image_id" in unknown.content[0].text
+    assert not kept.is_error and np.abs(decode_image(base64.b64decode(kept.content[0].data)) - images[2]).max() < 1 / 255
