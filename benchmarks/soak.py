@@ -17,7 +17,7 @@ every well-formed call succeeded or was told "busy", every malformed one got a c
 call hung, the last window's p99 is within 1.5x of the first's, memory and disk stay bounded, and
 the server is alive at the end.
 
-    python benchmarks/soak.py [--seconds 600] [--clients 8] [--window 60] [--name soak]
+    python benchmarks/soak.py [--seconds 600] [--max-calls 1000000] [--clients 8] [--window 60] [--name soak]
 """
 
 from __future__ import annotations
@@ -79,9 +79,15 @@ def process_figures(pid: int) -> dict[str, float]:
 
 
 class Recorder:
-    def __init__(self) -> None:
+    def __init__(self, max_calls: int = 1_000_000) -> None:
         self.latencies: list[float] = []
         self.outcomes: Counter[str] = Counter()
+        self.total, self.max_calls = 0, max_calls
+
+    @property
+    def done(self) -> bool:
+        """The run's request budget is spent (the run is bounded in requests as well as in time)."""
+        return self.total >= self.max_calls
 
     def take(self) -> tuple[list[float], Counter[str]]:
         taken = self.latencies, self.outcomes
@@ -113,6 +119,7 @@ async def client_loop(url: str, index: int, stop_at: float, recorder: Recorder, 
             problems.append(f"{kind}: no answer within {CALL_TIMEOUT_S} s")
             return None
         seconds = time.perf_counter() - started
+        recorder.total += 1
         text = " ".join(getattr(c, "text", "") for c in result.content) if result.is_error else ""
         if expect_error:
             ok = result.is_error and len(text) > 10
@@ -132,7 +139,7 @@ async def client_loop(url: str, index: int, stop_at: float, recorder: Recorder, 
 
     # the faults take turns, so that a short run meets every kind
     async with Client(streamable_http_client(url, http_client=httpx2.AsyncClient(timeout=CALL_TIMEOUT_S))) as client:
-        while time.time() < stop_at:
+        while time.time() < stop_at and not recorder.done:
             loaded = await call(client, "load_image", {"data": png_b64(rng, draw.choice([64, 128]))}, "load_image", False)
             if loaded is None or loaded.is_error:
                 continue
@@ -199,20 +206,20 @@ async def status(url: str) -> dict:
         return (await client.call_tool("server_status", {})).structured_content
 
 
-async def soak(url: str, pid: int, seconds: float, clients: int, window: float) -> dict:
-    recorder, problems = Recorder(), []
+async def soak(url: str, pid: int, seconds: float, clients: int, window: float, max_calls: int = 1_000_000) -> dict:
+    recorder, problems = Recorder(max_calls), []
     stop_at = time.time() + seconds
 
     async def client_forever(index: int) -> None:
         generation, turn = 0, index
-        while time.time() < stop_at:  # a client that disconnected comes back as a new session
+        while time.time() < stop_at and not recorder.done:  # a client that disconnected comes back as a new session
             turn = await client_loop(url, index * 1000 + generation, stop_at, recorder, problems, turn)
             generation += 1
 
     windows = []
 
     async def watch() -> None:
-        while time.time() < stop_at:
+        while time.time() < stop_at and not recorder.done:
             await asyncio.sleep(min(window, max(0.1, stop_at - time.time())))
             latencies, outcomes = recorder.take()
             store = (await status(url))["store"]
@@ -270,6 +277,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=600)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--window", type=float, default=60)
+    parser.add_argument("--max-calls", type=int, default=1_000_000, help="stop earlier once this many calls are answered")
     parser.add_argument("--store-mb", type=int, default=64)
     parser.add_argument("--name", default="soak")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)  # internal: be the server, on this port
@@ -279,7 +287,7 @@ def main() -> None:
         return
     process, url = start_server(args.store_mb)
     try:
-        result = asyncio.run(soak(url, process.pid, args.seconds, args.clients, args.window))
+        result = asyncio.run(soak(url, process.pid, args.seconds, args.clients, args.window, args.max_calls))
     finally:
         process.terminate()
         process.wait(timeout=30)
