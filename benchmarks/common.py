@@ -14,6 +14,15 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("TIR_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
+def free_port() -> int:
+    """A free TCP port on loopback, for a server the benchmark starts."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def machine() -> str:
     import torch
 

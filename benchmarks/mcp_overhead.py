@@ -24,7 +24,7 @@ from contextlib import asynccontextmanager
 
 import httpx2
 import numpy as np
-from common import write_report
+from common import free_port, write_report
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
@@ -32,12 +32,6 @@ from tiragent.images import decode_image, encode_image
 from tiragent.server.pool import ModelPool
 
 ARGS = {"model": "gamma", "gamma": 0.8}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @asynccontextmanager

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import random
@@ -38,16 +39,11 @@ from pathlib import Path
 
 import httpx2
 import numpy as np
+from common import free_port, write_report
 
 WELL_FORMED = ("load_image", "denoise.wavelet", "denoise.unet", "assess_quality", "detect_degradations", "get_image")
 CALL_TIMEOUT_S = 60.0
 """A call that takes longer counts as hung."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_server(port: int, store_mb: int) -> None:
@@ -166,7 +162,7 @@ async def client_loop(url: str, index: int, stop_at: float, recorder: Recorder, 
                     response = await raw.post(url, json=body, headers={"Accept": "application/json, text/event-stream"})
                     recorder.outcomes["body over the limit: clear error" if response.status_code == 413 else "body over the limit: UNEXPECTED"] += 1
             elif fault == 7:  # disconnect in the middle of a slow call
-                with contextlib_suppress():
+                with contextlib.suppress(TimeoutError, asyncio.CancelledError):  # the call this client abandons
                     await asyncio.wait_for(client.call_tool("dehaze", {"image_id": image_id, "model": "soak_slow"}), 0.2)
                 recorder.outcomes["disconnected mid-call"] += 1
                 break  # this client's session ends here; the loop below opens a new one
@@ -186,16 +182,6 @@ async def client_loop(url: str, index: int, stop_at: float, recorder: Recorder, 
                 burst = await asyncio.gather(*(call(client, "dehaze", {"image_id": image_id, "model": "soak_slow"}, "burst", False, timed=False) for _ in range(60)))
                 recorder.outcomes["burst calls"] += len(burst)
     return turn
-
-
-class contextlib_suppress:
-    """Suppresses the timeout (and the cancellation it causes) of a call the client abandons."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type | None, value: BaseException | None, tb: object) -> bool:
-        return kind is not None and issubclass(kind, (TimeoutError, asyncio.CancelledError))
 
 
 async def status(url: str) -> dict:
@@ -310,9 +296,6 @@ def main() -> None:
     )  # fmt: skip
     print(markdown)
     if args.name:
-        sys.path.insert(0, str(Path(__file__).parent))
-        from common import write_report
-
         print(write_report(args.name, markdown, {**result, "failed": failed}))
     sys.exit(1 if failed else 0)
 

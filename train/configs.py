@@ -16,9 +16,10 @@ if TYPE_CHECKING:
 
 
 def _check_model(model: str) -> None:
-    models = ("protocol", "randomized")  # tiragent.eval.degradations.MODELS, not imported: the parser stays light
-    if model not in models:
-        raise TirAgentError(f"unknown degradation source {model!r}: {' or '.join(repr(m) for m in models)}")
+    from tiragent.eval.degradations import MODELS  # imported here, on a config's creation: building the parser stays light
+
+    if model not in MODELS:
+        raise TirAgentError(f"unknown degradation source {model!r}: {' or '.join(repr(m) for m in MODELS)}")
 
 
 @dataclass

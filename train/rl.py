@@ -81,19 +81,18 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
-def episode_figures(episodes: list[Episode], group: int, dimensions: tuple[str, ...]) -> dict[str, float]:
+def episode_figures(episodes: list[Episode], group: int, reward: AdaptiveReward) -> dict[str, float]:
     """Per step: tool calls per episode, invalid and stop rates, each dimension's mean improvement, diversity per group."""
-    from tiragent.eval.metrics import normalized
-
     figures = {
         "episodes/tool_calls": _mean([len(e.steps) for e in episodes]),
         "episodes/invalid_rate": _mean([float(bool(e.invalid)) for e in episodes]),
         "episodes/stop_rate": _mean([float(e.stopped) for e in episodes]),
         "episodes/seconds": _mean([e.seconds for e in episodes]),
     }
-    for name in dimensions:
-        gains = [normalized(name, e.outcome.after[name]) - normalized(name, e.outcome.before[name]) for e in episodes if e.outcome]
-        figures[f"improvement/{name}"] = _mean(gains)
+    dimensions = reward.config.dimensions
+    gains = [reward.improvements(e.outcome) for e in episodes if e.outcome]  # the reward's own per-dimension improvements
+    for i, name in enumerate(dimensions):
+        figures[f"improvement/{name}"] = _mean([g[i] for g in gains])
     if "psnr" in dimensions:
         figures["improvement/psnr_db"] = _mean([e.outcome.after["psnr"] - e.outcome.before["psnr"] for e in episodes if e.outcome])
     groups = [episodes[i : i + group] for i in range(0, len(episodes), group)]
@@ -135,7 +134,7 @@ def _trainer_class() -> type:
 
         def _evaluate_held_out(self) -> dict[str, float]:
             episodes = self._play(self.held_out, 1, self.greedy, self.rl.eval_clean)
-            figures = episode_figures(episodes, 1, self.reward.config.dimensions)
+            figures = episode_figures(episodes, 1, self.reward)
             return {f"eval/{k.split('/', 1)[1]}": v for k, v in figures.items() if not k.startswith("diversity/")}
 
         def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -204,7 +203,7 @@ def _trainer_class() -> type:
             metrics["rollout/seconds"].append(rollout_seconds)
             metrics["rollout/episodes_per_second"].append(len(episodes) / rollout_seconds)
             metrics["rollout/mean_generation_batch"].append(_mean(self.sampler.batches[-64:]))
-            for k, v in episode_figures(episodes, g, self.reward.config.dimensions).items():
+            for k, v in episode_figures(episodes, g, self.reward).items():
                 metrics[k].append(v)
             state = self.reward.log()
             for name in self.reward.config.dimensions:
@@ -240,11 +239,6 @@ def _log_callback(path: Path) -> Any:
     return JsonlLog()
 
 
-def _last_checkpoint(out: Path) -> Path | None:
-    found = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]) if p.name.split("-")[1].isdigit() else -1)
-    return found[-1] if found else None
-
-
 def _trim_log(path: Path, step: int) -> None:
     """On resume: forget the lines written after the checkpoint (their steps are trained again)."""
     if path.exists():
@@ -258,6 +252,7 @@ def train_rl(config: RLRunConfig, reward_config: RewardConfig | None = None) -> 
     import torch
     from datasets import Dataset
     from transformers import AutoProcessor
+    from transformers.trainer_utils import get_last_checkpoint
     from trl import GRPOConfig
 
     from tiragent.agent.tiny import chat_template
@@ -277,7 +272,8 @@ def train_rl(config: RLRunConfig, reward_config: RewardConfig | None = None) -> 
     processor = AutoProcessor.from_pretrained(config.init)
     processor.chat_template = chat_template()  # the policy acts with this template
     processor.tokenizer.padding_side = "left"
-    checkpoint = _last_checkpoint(out) if config.resume else None
+    found = get_last_checkpoint(str(out)) if config.resume else None  # transformers' own finder of checkpoint-N folders
+    checkpoint = Path(found) if found else None
     if checkpoint is not None and (checkpoint / REWARD_STATE).is_file():
         reward.load_state_dict(json.loads((checkpoint / REWARD_STATE).read_text()))
     for log in (out / LOG, out / EPISODES):
