@@ -48,3 +48,17 @@ def motion_kernel(radius: int, sigma: float, angle: float, *, centered: bool = F
             if 0 <= yy < size and 0 <= xx < size:
                 kernel[yy, xx] += w * share
     return (kernel / kernel.sum()).astype(np.float32)
+
+
+def levin_kernels(path: str) -> list[np.ndarray]:
+    """The eight real camera-shake kernels of Levin et al. (2009), from KAIR's ``Levin09.mat`` (MATLAB v7.3; needs h5py).
+
+    For evaluation only: they were recorded from real hand shake, so no synthesis of ours matches them.
+    """
+    try:
+        import h5py
+    except ImportError:
+        raise ImportError("reading Levin09.mat needs h5py: pip install 'tir-agent[bench]'") from None
+    with h5py.File(path, "r") as f:
+        kernels = [np.array(f[ref]).T for ref in f["kernels"][:, 0]]
+    return [(k / k.sum()).astype(np.float32) for k in kernels]

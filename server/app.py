@@ -75,6 +75,11 @@ class Degradations(BaseModel):
     present: list[str] = Field(description="Tasks whose degradation is more likely present than not, most likely first.")
     tasks: dict[str, float] = Field(description="Probability that each task's degradation is present.")
     degradations: dict[str, float] = Field(description="The same probabilities keyed by degradation name.")
+    severity: dict[str, float] = Field(
+        default_factory=dict,
+        description="Estimated strength of the present degradations that have one, keyed by degradation: noise sigma (of 255), motion blur length and defocus radius (px), JPEG quality, downscale factor. Empty from the logistic detector.",
+    )
+    detector: str = Field(default="logistic", description="Which detector answered: 'learned' or 'logistic'.")
 
 
 class SavedImage(BaseModel):
@@ -331,16 +336,19 @@ def build_server(config: ServerConfig | None = None, pool_config: PoolConfig | N
     async def detect_degradations(
         ctx: Context, image_id: Annotated[str, Field(description="Id of the image to examine.")]
     ) -> Degradations:
-        """Which of the eight degradations (noise, motion blur, defocus blur, rain, haze, JPEG, low resolution, low light) the image shows, with probabilities, keyed by the task that removes each. A calibrated statistical detector (13 image statistics, one logistic model per degradation, 82-100% accuracy per degradation on held-out synthetic data); treat it as a hint."""
-        from tiragent.server.perception import detect
+        """Which of the eight degradations (noise, motion blur, defocus blur, rain, haze, JPEG, low resolution, low light) the image shows, with calibrated probabilities keyed by the task that removes each, and the strength of those present (noise sigma, blur size, JPEG quality, downscale factor). Treat it as a hint: docs/benchmarks/detector.md has its accuracy on images it never saw."""
+        from tiragent.server.perception import analyse
         from tiragent.tasks import TASK_OF_DEGRADATION
 
         state = state_of(ctx)
         image = await anyio.to_thread.run_sync(state.store.get, image_id)
-        probabilities = await anyio.to_thread.run_sync(detect, image)
+        found = await anyio.to_thread.run_sync(analyse, image, state.config.detector, state.config.detector_weights)
+        probabilities = found.probabilities
         tasks = {TASK_OF_DEGRADATION[name]: round(p, 4) for name, p in probabilities.items()}
         present = sorted((t for t, p in tasks.items() if p > 0.5), key=lambda t: -tasks[t])
-        return Degradations(image_id=image_id, present=present, tasks=tasks, degradations={k: round(v, 4) for k, v in probabilities.items()})
+        severity = {k: round(v, 2) for k, v in found.severity.items() if probabilities[k] > 0.5}
+        return Degradations(image_id=image_id, present=present, tasks=tasks, degradations={k: round(v, 4) for k, v in probabilities.items()},
+                            severity=severity, detector=found.detector)  # fmt: skip
 
     @tool(annotations=ToolAnnotations(read_only_hint=True))
     async def server_status(ctx: Context) -> dict[str, Any]:

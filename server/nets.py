@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tiragent.errors import TirAgentError
+from tiragent.server.detector_net import DetectorNet, DetectorNetConfig
 from tiragent.server.haze_net import HazeNet, HazeNetConfig
 from tiragent.server.kernel_net import MotionKernelNet, MotionKernelNetConfig
 from tiragent.server.registry import ModelDescriptor
@@ -124,9 +125,10 @@ ARCHITECTURES: dict[str, Architecture] = {
     "srnet": Architecture(SRNetConfig, SRNet),
     "motionkernel": Architecture(MotionKernelNetConfig, MotionKernelNet),
     "hazenet": Architecture(HazeNetConfig, HazeNet),
+    "detector": Architecture(DetectorNetConfig, DetectorNet),
 }
 
-NetConfig = ResUNetConfig | SRNetConfig | MotionKernelNetConfig | HazeNetConfig
+NetConfig = ResUNetConfig | SRNetConfig | MotionKernelNetConfig | HazeNetConfig | DetectorNetConfig
 
 
 def make_config(arch: str, **config: Any) -> Any:

@@ -1,24 +1,32 @@
-"""Which degradations an image carries: calibrated image statistics and one logistic model per degradation.
+"""Which degradations an image carries, and how strong they are.
 
-Thirteen cheap statistics (about 40 ms for 512x512) feed eight logistic regressions, one per
-degradation of the protocol, fitted by this project on synthetic degradations of CBSD68
-(``python -m tiragent.server.perception --train ../shared/data/clean/CBSD68``); the fitted
-weights ship in ``server/data/detector.json``.
+Two detectors share thirteen cheap image statistics (about 40 ms for 512x512):
+
+- ``learned`` (the default where its weights ship): a small CNN over crops at the image's own
+  resolution plus the statistics, trained on the randomized degradation model, calibrated, with a
+  severity per degradation (``server/detector_net.py``, ``tir-agent train detector``);
+- ``logistic``: eight logistic regressions on the statistics, fitted on the protocol's
+  degradations of CBSD68 (``python -m tiragent.server.perception --train ../shared/data/clean/CBSD68``;
+  ``server/data/detector.json``). No severities.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 from skimage.restoration import estimate_sigma
 
+from tiragent.errors import ParameterError
 from tiragent.server.tools.derain import StreakParams, detect_streaks
 from tiragent.tasks import TASK_OF_DEGRADATION
 
@@ -104,8 +112,58 @@ def expand(standardized: np.ndarray) -> np.ndarray:
     return np.concatenate([standardized, standardized**2], axis=-1)
 
 
+DETECTORS = ("auto", "learned", "logistic")
+LEARNED_WEIGHTS = "detector_net.safetensors"
+
+
+@dataclass(frozen=True)
+class Detection:
+    probabilities: dict[str, float]
+    """Probability that each degradation is present, keyed by degradation name."""
+    severity: dict[str, float]
+    """Estimated strength of each degradation that has one (``detector_net.SEVERITIES``), meaningful where present."""
+    detector: str
+
+
+def learned_weights() -> Path:
+    return Path(str(resources.files("tiragent.server") / "weights" / LEARNED_WEIGHTS))
+
+
+@lru_cache(maxsize=4)
+def _learned(path: str) -> Any:
+    from tiragent.server.nets import load_net
+
+    return load_net(path)
+
+
+def analyse(image: np.ndarray, detector: str = "auto", weights: str | Path | None = None) -> Detection:
+    """Presence and severity of each degradation. ``auto``: the learned detector where its weights exist, else logistic."""
+    if detector not in DETECTORS:
+        raise ParameterError(f"unknown detector {detector!r}: {', '.join(DETECTORS)}")
+    path = Path(weights) if weights is not None else learned_weights()
+    if detector == "learned" or (detector == "auto" and (weights is not None or path.is_file())):
+        from tiragent.server.detector_net import predict
+        from tiragent.server.nets import WeightsError
+
+        try:
+            net = _learned(str(path))
+        except WeightsError as err:
+            if detector == "learned" or weights is not None:
+                raise
+            _warn_once(f"the shipped detector weights are unreadable ({err}); using the logistic detector")
+        else:
+            probabilities, severity = predict(net, image, features(image))
+            return Detection(probabilities, severity, "learned")
+    return Detection(detect(image), {}, "logistic")
+
+
+@lru_cache(maxsize=8)
+def _warn_once(message: str) -> None:
+    logging.getLogger(__name__).warning(message)
+
+
 def detect(image: np.ndarray, model_path: str | None = None) -> dict[str, float]:
-    """Probability of each degradation (keyed by degradation name)."""
+    """Probability of each degradation (keyed by degradation name), by the logistic detector."""
     model = _model(model_path)
     x = expand((features(image) - np.asarray(model["mean"])) / np.asarray(model["std"]))
     out = {}

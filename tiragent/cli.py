@@ -149,6 +149,13 @@ def cmd_train_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_detector(args: argparse.Namespace) -> int:
+    from tiragent.train.detector import DetectorTrainConfig, train_detector
+
+    print(f"written: {train_detector(from_args(DetectorTrainConfig, args))}")
+    return 0
+
+
 def cmd_tools_recipes(args: argparse.Namespace) -> int:
     from tiragent.train.tool_recipes import RECIPES
 
@@ -363,6 +370,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train_sft)
     p = train.add_parser("rl", help="GRPO of the policy over MCP tool calls with the adaptive reward (trl)", dataclass_types=[RLRunConfig, RewardConfig])
     p.set_defaults(func=cmd_train_rl)
+    from tiragent.train.detector import DetectorTrainConfig
+
+    p = train.add_parser("detector", help="train the learned degradation detector on the randomized model", dataclass_types=[DetectorTrainConfig])
+    p.set_defaults(func=cmd_train_detector)
     p = train.add_parser("plot", help="plot the trends of a training run (reward, its dimensions and weights, calls, diversity)")
     p.add_argument("run", type=Path, help="the run's folder (its log.jsonl)")
     p.add_argument("--out", type=Path, help="where to write the plots (default: RUN/plots)")

@@ -1,0 +1,125 @@
+"""The learned degradation detector: training end to end on test-made images, its weights, severities and calibration,
+and the MCP tool that serves it."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import pytest
+from mcp import Client
+
+from tiragent.errors import ParameterError
+from tiragent.eval.calibration import expected_calibration_error, fit_temperature
+from tiragent.eval.degradations import degrade
+from tiragent.images import encode_image, write_image
+from tiragent.server.app import ServerConfig, build_server
+from tiragent.server.detector_net import DEGRADATIONS, SEVERITIES, DetectorNet, severity_of, views
+from tiragent.server.nets import load_net, read_info
+from tiragent.server.perception import analyse
+
+
+def textured(seed: int, h: int = 150, w: int = 190) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w] / 20.0
+    base = np.stack([np.sin(xx * (1 + c) + yy * rng.uniform(0.5, 2)) for c in range(3)], axis=2) * 0.3 + 0.5
+    return np.clip(base + rng.normal(0, 0.02, (h, w, 3)), 0, 1).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from tiragent.train.detector import DetectorTrainConfig, train_detector
+
+    root = tmp_path_factory.mktemp("detector")
+    for i in range(4):
+        write_image(textured(i), root / "photos" / f"{i}.png")
+    config = DetectorTrainConfig(data=[root / "photos"], out=root / "run", samples=48, val_samples=16, steps=24, batch=8, workers=1, val_fraction=0.25)
+    return train_detector(config), config
+
+
+def test_severity_round_trips_and_reads_both_models_parameters() -> None:
+    for spec in SEVERITIES.values():
+        for value in (spec.low, (spec.low + spec.high) / 2, spec.high):
+            assert spec.decode(spec.encode(value)) == pytest.approx(value, rel=1e-6, abs=1e-6)
+    assert severity_of("motion", {"radius": 10, "sigma": 3.0, "angle": 0}) == 20.0  # the protocol's one-sided kernel
+    assert severity_of("motion", {"variant": "box", "length": 26, "angle": 0}) == 26.0
+    assert severity_of("noise", {"kind": "poisson", "scale": 2.0}) == pytest.approx(22.5, abs=0.1)
+    assert severity_of("haze", {"airlight": 0.9, "beta": 1.0}) is None
+
+
+def test_views_keep_native_pixels_and_pad_small_images() -> None:
+    image = textured(0)
+    crops = views(image, 96)
+    assert crops.shape == (5, 96, 96, 3)
+    assert any(np.array_equal(c, image[27:123, 47:143]) for c in crops)  # the centre crop, pixel for pixel
+    small = views(image[:40, :50], 96)
+    assert small.shape == (5, 96, 96, 3) and np.array_equal(small[0][:40, :50], image[:40, :50])
+
+
+def test_training_writes_calibrated_weights_with_a_card(trained) -> None:
+    weights, config = trained
+    info = read_info(weights)
+    assert info.arch == "detector"
+    card = info.card
+    assert set(card["temperatures"]) == set(DEGRADATIONS) and all(t > 0 for t in card["temperatures"].values())
+    assert card["recipe"]["samples"] == config.samples and card["train_photos"] == 3 and card["validation_photos"] == 1
+    assert 0.0 <= card["validation"]["exact_set"] <= 1.0 and 0.0 <= card["validation"]["ece"] <= 1.0
+    net = load_net(weights)
+    assert isinstance(net, DetectorNet)
+    assert net.temperature.tolist() == pytest.approx(list(card["temperatures"].values()), rel=1e-3)
+    assert (config.out / "train.npz").is_file() and (config.out / "last.pt").is_file()
+
+
+def test_the_learned_detector_gives_probabilities_and_severities(trained) -> None:
+    weights, _ = trained
+    noisy, _ = degrade(textured(9), ["noise"], seed=0)
+    found = analyse(noisy, "learned", weights)
+    assert found.detector == "learned"
+    assert set(found.probabilities) == set(DEGRADATIONS) and all(0.0 <= p <= 1.0 for p in found.probabilities.values())
+    assert set(found.severity) == set(SEVERITIES)
+    assert all(spec.low <= found.severity[n] <= spec.high for n, spec in SEVERITIES.items())
+    assert analyse(noisy, "logistic").detector == "logistic" and analyse(noisy, "logistic").severity == {}
+
+
+def test_bad_detector_settings_fail_clearly(tmp_path) -> None:
+    image = textured(1)
+    with pytest.raises(ParameterError, match="unknown detector 'cnn'"):
+        analyse(image, "cnn")
+    damaged = tmp_path / "damaged.safetensors"
+    damaged.write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="damaged.safetensors"):
+        analyse(image, "learned", damaged)
+
+
+def test_damaged_shipped_weights_fall_back_to_the_logistic_detector(tmp_path, monkeypatch) -> None:
+    import tiragent.server.perception as perception
+
+    damaged = tmp_path / "detector_net.safetensors"
+    damaged.write_bytes(b"\x00" * 64)
+    monkeypatch.setattr(perception, "learned_weights", lambda: damaged)
+    assert perception.analyse(textured(2)).detector == "logistic"
+
+
+def test_temperature_fitting_undoes_overconfidence() -> None:
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(0, 2, 4000)
+    labels = rng.random(4000) < 1 / (1 + np.exp(-true_logits))
+    overconfident = 3.0 * true_logits
+    t = fit_temperature(overconfident, labels)
+    assert t == pytest.approx(3.0, rel=0.15)
+    before = expected_calibration_error(1 / (1 + np.exp(-overconfident)), labels)
+    after = expected_calibration_error(1 / (1 + np.exp(-overconfident / t)), labels)
+    assert after < before / 2
+
+
+@pytest.mark.anyio
+async def test_detect_degradations_serves_the_learned_detector(trained, tmp_path) -> None:
+    weights, _ = trained
+    noisy, _ = degrade(textured(5), ["noise"], seed=1)
+    config = ServerConfig(roots=[tmp_path], preview_size=0, detector="learned", detector_weights=weights)
+    async with Client(build_server(config)) as client:
+        loaded = await client.call_tool("load_image", {"data": base64.b64encode(encode_image(noisy)).decode()})
+        result = (await client.call_tool("detect_degradations", {"image_id": loaded.structured_content["image_id"]})).structured_content
+    assert result["detector"] == "learned"
+    assert set(result["degradations"]) == set(DEGRADATIONS)
+    assert set(result["severity"]) == {d for d in SEVERITIES if result["degradations"][d] > 0.5}

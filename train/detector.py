@@ -1,0 +1,245 @@
+"""Training the learned degradation detector (``server/detector_net.py``) on the randomized degradation model.
+
+1. Render: each sample is a training photo (sometimes shrunk, flipped), clean or degraded by
+   one to three degradations in a physical or shuffled order, by the randomized model or the
+   protocol; stored are a few crops at its own resolution, its 13 global statistics, which
+   degradations it carries and their severities. Rendering runs in worker processes and is
+   cached in ``OUT`` (``train.npz``, ``val.npz``), so a resumed run does not render again.
+2. Train: presence by binary cross-entropy, severity by squared error where present.
+3. Calibrate: one temperature per degradation, fitted on samples from photos held out of
+   training (``--val_fraction``), and written into the weights.
+
+    tir-agent train detector --data ../shared/data/clean/CBSD432 ../shared/data/clean/CSun_Hays80_half --out runs/detector
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from tiragent.errors import ParameterError
+from tiragent.eval.calibration import expected_calibration_error, fit_temperature
+from tiragent.eval.degradations import degrade
+from tiragent.images import list_images, read_image
+from tiragent.server.detector_net import DEGRADATIONS, SEVERITIES, DetectorNet, DetectorNetConfig, severity_of, views
+from tiragent.server.nets import count_parameters, save_net
+
+PHYSICAL_ORDER = ["haze", "dark", "motion", "defocus", "rain", "lowres", "noise", "jpeg"]
+"""The order a camera meets degradations in (scene, optics, sensor, file); half the samples shuffle it instead."""
+COUNT_SHARES = (0.15, 0.45, 0.28, 0.12)
+"""Shares of samples with 0 (clean), 1, 2 and 3 degradations."""
+
+
+@dataclass
+class DetectorTrainConfig:
+    data: list[Path] = field(default_factory=list, metadata={"help": "Folders of clean training photos (never the evaluation sets)."})
+    out: Path = field(default=Path("runs/detector"), metadata={"help": "Run folder: rendered data, checkpoint, weights and card."})
+    weights: Path | None = field(default=None, metadata={"help": "Where to write the final weights; default: OUT/detector_net.safetensors."})
+    samples: int = field(default=6000, metadata={"help": "Training samples to render."})
+    val_samples: int = field(default=600, metadata={"help": "Validation samples (from held-out photos) for calibration and the card."})
+    val_fraction: float = field(default=0.1, metadata={"help": "Share of the photos held out for validation."})
+    train_views: int = field(default=2, metadata={"help": "Random crops stored per training sample."})
+    randomized_share: float = field(default=0.7, metadata={"help": "Share of degraded samples made by the randomized model; the rest by the protocol."})
+    steps: int = field(default=3000, metadata={"help": "Optimiser steps."})
+    batch: int = field(default=64, metadata={"help": "Samples per step."})
+    lr: float = field(default=2e-3, metadata={"help": "Peak learning rate (AdamW), after a linear warm-up of 5% of the steps, then cosine decay."})
+    severity_weight: float = field(default=2.0, metadata={"help": "Weight of the severity loss beside the presence loss."})
+    width: int = field(default=32, metadata={"help": "CNN width (DetectorNetConfig.width)."})
+    view: int = field(default=96, metadata={"help": "Crop side (DetectorNetConfig.view)."})
+    workers: int = field(default=2, metadata={"help": "Processes that render samples."})
+    seed: int = field(default=0, metadata={"help": "Seed of rendering, initialisation and batches."})
+    resume: bool = field(default=False, metadata={"help": "Continue from OUT/last.pt."})
+
+
+def draw_degradations(rng: np.random.Generator) -> list[str]:
+    count = int(rng.choice(len(COUNT_SHARES), p=COUNT_SHARES))
+    chosen = [str(d) for d in rng.choice(PHYSICAL_ORDER, size=count, replace=False)]
+    if rng.random() < 0.5:
+        return sorted(chosen, key=PHYSICAL_ORDER.index)
+    return chosen
+
+
+def render_sample(path: str, seed: int, randomized_share: float, view: int, crops: int | None) -> dict[str, np.ndarray]:
+    """One sample of one photo: ``crops`` random crops (None: the five fixed views of inference)."""
+    from tiragent.server.perception import features
+
+    rng = np.random.default_rng(seed)
+    image = read_image(path)
+    if rng.random() < 0.3:
+        factor = float(rng.uniform(1.0, 1.6))
+        h, w = image.shape[:2]
+        image = cv2.resize(image, (round(w / factor), round(h / factor)), interpolation=cv2.INTER_AREA)
+    if rng.random() < 0.5:
+        image = image[:, ::-1]
+    image = np.ascontiguousarray(np.rot90(image, int(rng.integers(4))) if rng.random() < 0.25 else image)
+    names = draw_degradations(rng)
+    model = "randomized" if rng.random() < randomized_share else "protocol"
+    records: list[dict[str, Any]] = []
+    if names:
+        image, records = degrade(image, names, seed=int(rng.integers(2**31)), model=model)
+    severity = np.zeros(len(SEVERITIES), np.float32)
+    mask = np.zeros(len(SEVERITIES), np.float32)
+    for record in records:
+        name = record["degradation"]
+        if name in SEVERITIES:
+            value = severity_of(name, record["params"])
+            if value is not None:
+                j = list(SEVERITIES).index(name)
+                severity[j], mask[j] = SEVERITIES[name].encode(value), 1.0
+    cut = views(image, view, count=crops or 5, rng=rng if crops else None)
+    return {
+        "crops": np.round(cut * 255).astype(np.uint8),
+        "stats": features(image).astype(np.float32),
+        "present": np.array([name in names for name in DEGRADATIONS], np.float32),
+        "severity": severity,
+        "mask": mask,
+    }
+
+
+def render(paths: list[Path], count: int, seed: int, config: DetectorTrainConfig, crops: int | None, desc: str) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    jobs = [(str(paths[int(rng.integers(len(paths)))]), int(rng.integers(2**31)), config.randomized_share, config.view, crops) for _ in range(count)]
+    samples = []
+    with ProcessPoolExecutor(max_workers=max(1, config.workers)) as pool:
+        for sample in tqdm(pool.map(render_sample, *zip(*jobs), chunksize=16), total=count, desc=desc, unit="sample"):
+            samples.append(sample)
+    return {key: np.stack([s[key] for s in samples]) for key in samples[0]}
+
+
+def cached_render(file: Path, *args: Any, **kwargs: Any) -> dict[str, np.ndarray]:
+    if file.is_file():
+        with np.load(file) as data:
+            return {k: data[k] for k in data.files}
+    data = render(*args, **kwargs)
+    np.savez(file, **data)
+    return data
+
+
+def split_photos(config: DetectorTrainConfig) -> tuple[list[Path], list[Path]]:
+    if not config.data:
+        raise ParameterError("--data needs at least one folder of clean training photos")
+    paths = [p for folder in config.data for p in list_images(folder)]
+    if len(paths) < 2:
+        raise ParameterError(f"--data has {len(paths)} images; the detector needs at least 2 (one held out for calibration)")
+    order = np.random.default_rng(12345).permutation(len(paths))
+    held = max(1, round(config.val_fraction * len(paths)))
+    return [paths[i] for i in order[held:]], [paths[i] for i in order[:held]]
+
+
+def _tensors(data: dict[str, np.ndarray], index: np.ndarray) -> tuple[torch.Tensor, ...]:
+    crops = torch.from_numpy(data["crops"][index]).permute(0, 1, 4, 2, 3).float() / 255.0
+    return crops, *(torch.from_numpy(data[k][index]) for k in ("stats", "present", "severity", "mask"))
+
+
+@torch.inference_mode()
+def predict_set(net: DetectorNet, data: dict[str, np.ndarray], batch: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """Raw logits and severities (encoded) for every sample."""
+    logits, severity = [], []
+    for start in range(0, len(data["present"]), batch):
+        crops, stats, *_ = _tensors(data, np.arange(start, min(start + batch, len(data["present"]))))
+        z, s = net(crops, stats)
+        logits.append(z.numpy())
+        severity.append(s.numpy())
+    return np.concatenate(logits), np.concatenate(severity)
+
+
+def summarize(probabilities: np.ndarray, present: np.ndarray, severity: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
+    guess = probabilities > 0.5
+    out: dict[str, Any] = {
+        "exact_set": round(float((guess == (present > 0.5)).all(axis=1).mean()), 4),
+        "accuracy": {d: round(float((guess[:, j] == (present[:, j] > 0.5)).mean()), 4) for j, d in enumerate(DEGRADATIONS)},
+        "ece": round(expected_calibration_error(probabilities, present), 4),
+        "severity_mae": {},
+    }
+    for j, (name, spec) in enumerate(SEVERITIES.items()):
+        rows = mask[:, j] > 0
+        if rows.any():
+            errors = [abs(spec.decode(a) - spec.decode(b)) for a, b in zip(severity[rows, j], truth[rows, j])]
+            out["severity_mae"][name] = round(float(np.mean(errors)), 3)
+    return out
+
+
+def train_detector(config: DetectorTrainConfig) -> Path:
+    out = config.out
+    out.mkdir(parents=True, exist_ok=True)
+    train_photos, val_photos = split_photos(config)
+    started = time.time()
+    train = cached_render(out / "train.npz", train_photos, config.samples, config.seed, config, config.train_views, "render train")
+    val = cached_render(out / "val.npz", val_photos, config.val_samples, config.seed + 1, config, None, "render validation")
+    torch.manual_seed(config.seed)
+    net = DetectorNet(DetectorNetConfig(width=config.width, view=config.view, stats=train["stats"].shape[1]))
+    net.stats_mean.copy_(torch.from_numpy(train["stats"].mean(axis=0)))
+    net.stats_std.copy_(torch.from_numpy(train["stats"].std(axis=0) + 1e-6))
+    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
+    warmup = max(1, config.steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, config.steps - warmup)))
+    )
+    step, log = 0, []
+    checkpoint = out / "last.pt"
+    if config.resume and checkpoint.is_file():
+        state = torch.load(checkpoint, weights_only=False)
+        net.load_state_dict(state["net"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        step, log = state["step"], state["log"]
+    rng = np.random.default_rng(config.seed + 7)
+    for _ in range(step):  # the batches a resumed run already saw
+        rng.choice(len(train["present"]), size=config.batch)
+    net.train()
+    bar = tqdm(total=config.steps, initial=step, desc="detector", unit="step")
+    while step < config.steps:
+        crops, stats, present, severity, mask = _tensors(train, rng.choice(len(train["present"]), size=config.batch))
+        logits, predicted = net(crops, stats)
+        presence_loss = F.binary_cross_entropy_with_logits(logits, present)
+        severity_loss = ((predicted - severity) ** 2 * mask).sum() / mask.sum().clamp(min=1)
+        loss = presence_loss + config.severity_weight * severity_loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        step += 1
+        bar.update(1)
+        if step % 50 == 0:
+            log.append({"step": step, "presence_loss": round(float(presence_loss), 4), "severity_loss": round(float(severity_loss), 5)})
+            bar.set_postfix(presence=f"{float(presence_loss):.3f}", severity=f"{float(severity_loss):.4f}")
+        if step % 500 == 0 or step == config.steps:
+            torch.save({"net": net.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "step": step, "log": log}, checkpoint)
+    bar.close()
+    net.eval()
+    logits, severity = predict_set(net, val)
+    before = summarize(1 / (1 + np.exp(-logits)), val["present"], severity, val["severity"], val["mask"])
+    temperatures = [fit_temperature(logits[:, j], val["present"][:, j]) for j in range(len(DEGRADATIONS))]
+    net.temperature.copy_(torch.tensor(temperatures, dtype=torch.float32))
+    after = summarize(1 / (1 + np.exp(-logits / np.array(temperatures))), val["present"], severity, val["severity"], val["mask"])
+    card = {
+        "model": "detector",
+        "parameters": count_parameters(net),
+        "data": [str(d) for d in config.data],
+        "train_photos": len(train_photos),
+        "validation_photos": len(val_photos),
+        "recipe": {k: (str(v) if isinstance(v, Path) else [str(x) for x in v] if isinstance(v, list) else v) for k, v in asdict(config).items() if k not in ("resume", "out", "weights")},
+        "temperatures": dict(zip(DEGRADATIONS, (round(t, 4) for t in temperatures))),
+        "validation_uncalibrated": before,
+        "validation": after,
+        "minutes": round((time.time() - started) / 60, 1),
+        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "log": log[-1:] if log else [],
+    }
+    weights = config.weights or out / "detector_net.safetensors"
+    save_net(net, weights, card)
+    (out / "card.json").write_text(json.dumps(card, indent=1))
+    print(json.dumps({"weights": str(weights), "validation": after}, indent=1))
+    return weights
