@@ -29,9 +29,10 @@ from pydantic import BaseModel, Field
 from tiragent import __version__
 from tiragent.errors import RETRY_AFTER_META, ImageError, ServerBusyError, TirAgentError
 from tiragent.images import check_size, decode_image, encode_image, write_atomically
+from tiragent.server.backend import BackendConfig, PoolBackend, open_pool
 from tiragent.server.config import ServerConfig
 from tiragent.server.metric_cache import MetricCache
-from tiragent.server.pool import ModelPool, PoolConfig
+from tiragent.server.pool import PoolConfig
 from tiragent.server.registry import ToolSpec
 from tiragent.server.roots import PathPolicy
 from tiragent.server.store import ImageStore
@@ -48,7 +49,7 @@ assess_quality; save the final image with save_image."""
 @dataclass
 class AppState:
     config: ServerConfig
-    pool: ModelPool
+    pool: PoolBackend
     store: ImageStore
     paths: PathPolicy
     started: float
@@ -190,8 +191,9 @@ async def _run_restoration(ctx: Context, spec: ToolSpec, image_id: str, params: 
     return CallToolResult(content=content, structured_content=info.model_dump())
 
 
-def build_server(config: ServerConfig | None = None, pool_config: PoolConfig | None = None) -> MCPServer[AppState]:
-    """The MCP server: ``config`` for the server itself, ``pool_config`` for the model pool its lifespan owns."""
+def build_server(config: ServerConfig | None = None, pool_config: PoolConfig | None = None, backend: BackendConfig | None = None) -> MCPServer[AppState]:
+    """The MCP server: ``config`` for the server itself, ``pool_config`` for the model pool its lifespan owns, ``backend``
+    for where that pool runs (the local process by default, or Ray Serve)."""
     config = config or ServerConfig()
     paths = PathPolicy(list(config.roots), config.output_root)
     if config.tools_config is not None:
@@ -203,7 +205,7 @@ def build_server(config: ServerConfig | None = None, pool_config: PoolConfig | N
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
-        pool = ModelPool(pool_config)
+        pool = await open_pool(backend, pool_config, config.tools_config)
         store = ImageStore(config.store_memory_mb, config.store_dir, config.store_disk_mb)
         try:
             yield AppState(config=config, pool=pool, store=store, paths=paths, started=time.time())

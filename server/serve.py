@@ -10,6 +10,7 @@ from typing import Any
 
 from tiragent.errors import TirAgentError
 from tiragent.server.app import build_server
+from tiragent.server.backend import BackendConfig
 from tiragent.server.config import ServerConfig, TransportConfig
 from tiragent.server.pool import PoolConfig
 
@@ -46,23 +47,28 @@ def read_token(token_file: Path | None) -> str | None:
 
 
 def http_app(
-    config: ServerConfig, *, host: str, token: str | None, max_body_mb: float, pool_config: PoolConfig | None = None
+    config: ServerConfig, *, host: str, token: str | None, max_body_mb: float, pool_config: PoolConfig | None = None, backend: BackendConfig | None = None
 ) -> Any:
     """The Starlette app for streamable HTTP (at /mcp), wrapped in bearer auth when a token is set."""
     if host not in LOOPBACK and not token:
         raise TirAgentError(
             f"binding to {host} exposes the server beyond this machine: set a bearer token in ${TOKEN_ENV} or --token-file"
         )
-    app = build_server(config, pool_config).streamable_http_app(host=host, max_request_body_size=int(max_body_mb * 2**20))
+    app = build_server(config, pool_config, backend).streamable_http_app(host=host, max_request_body_size=int(max_body_mb * 2**20))
     return BearerAuth(app, token) if token else app
 
 
-def serve(config: ServerConfig, pool_config: PoolConfig, transport: TransportConfig) -> None:
+def serve(config: ServerConfig, pool_config: PoolConfig, transport: TransportConfig, backend: BackendConfig | None = None) -> None:
+    if backend is not None and backend.backend == "ray":  # fail before serving: Ray missing, or a bad deployments file
+        from tiragent.server.ray_pool import import_ray, read_deployments
+
+        import_ray()
+        read_deployments(backend.deployments)
     if transport.transport == "stdio":
-        build_server(config, pool_config).run("stdio")
+        build_server(config, pool_config, backend).run("stdio")
         return
     import uvicorn
 
     token = read_token(transport.token_file)
-    app = http_app(config, host=transport.host, token=token, max_body_mb=transport.max_body_mb, pool_config=pool_config)
+    app = http_app(config, host=transport.host, token=token, max_body_mb=transport.max_body_mb, pool_config=pool_config, backend=backend)
     uvicorn.run(app, host=transport.host, port=transport.port, log_level="warning")

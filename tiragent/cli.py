@@ -201,11 +201,12 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from tiragent.server.backend import BackendConfig
     from tiragent.server.config import ServerConfig, TransportConfig
     from tiragent.server.pool import PoolConfig
     from tiragent.server.serve import serve
 
-    serve(from_args(ServerConfig, args), from_args(PoolConfig, args), from_args(TransportConfig, args))
+    serve(from_args(ServerConfig, args), from_args(PoolConfig, args), from_args(TransportConfig, args), from_args(BackendConfig, args))
     return 0
 
 
@@ -385,10 +386,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", help="comma-separated names (default: all that apply)")
     p.set_defaults(func=cmd_metrics)
 
+    from tiragent.server.backend import BackendConfig
     from tiragent.server.config import ServerConfig, TransportConfig
     from tiragent.server.pool import PoolConfig
 
-    p = sub.add_parser("serve", help="run the MCP tool server (stdio or streamable HTTP)", dataclass_types=[TransportConfig, ServerConfig, PoolConfig])
+    p = sub.add_parser("serve", help="run the MCP tool server (stdio or streamable HTTP)", dataclass_types=[TransportConfig, ServerConfig, PoolConfig, BackendConfig])
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("restore", help="restore an image or a folder with an agent over MCP")
