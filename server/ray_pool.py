@@ -109,9 +109,10 @@ def deployment_classes() -> tuple[Any, Any]:
 
     @serve.deployment(name="LearnedTools", max_ongoing_requests=64)
     class LearnedTools(_Replica):
-        def __init__(self, pool_config: dict[str, Any], tools_config: str | None, max_batch_size: int, batch_wait_s: float) -> None:
+        def __init__(self, pool_config: dict[str, Any], tools_config: str | None, max_batch_size: int | None, batch_wait_s: float) -> None:
             super().__init__(pool_config, tools_config)
-            self.run_batch.set_max_batch_size(max_batch_size)
+            # as the local pool: batches on a GPU, one call at a time on a CPU (measured faster there), unless configured
+            self.run_batch.set_max_batch_size(max_batch_size or (8 if self.pool.device != "cpu" else 1))
             self.run_batch.set_batch_wait_timeout_s(batch_wait_s)
 
         @serve.multiplexed(max_num_models_per_replica=32)
@@ -156,7 +157,6 @@ class RayPool:
         options = read_deployments(deployments)
         learned, classical = deployment_classes()
         replica_config = asdict(replace(config, batch_wait_ms=0.0))  # Serve's batch forms the batches; the replica runs them at once
-        cap = config.max_batch_size or 8
         started = address is None and not ray.is_initialized()
 
         def boot() -> None:
@@ -164,7 +164,7 @@ class RayPool:
                 ray.init(address=address, namespace="tir-agent", include_dashboard=False, log_to_driver=False, configure_logging=False)
             serve.start(http_options={"location": "NoServer"})  # the MCP server is the one entry point
             tools = str(tools_config) if tools_config else None
-            serve.run(learned.options(**options.get("LearnedTools", {})).bind(replica_config, tools, cap, config.batch_wait_ms / 1000),
+            serve.run(learned.options(**options.get("LearnedTools", {})).bind(replica_config, tools, config.max_batch_size, config.batch_wait_ms / 1000),
                       name=APPS["LearnedTools"], route_prefix=None)  # fmt: skip
             serve.run(classical.options(**{"max_ongoing_requests": config.cpu_workers, **options.get("ClassicalTools", {})}).bind(replica_config, tools),
                       name=APPS["ClassicalTools"], route_prefix=None)  # fmt: skip
