@@ -6,8 +6,8 @@ sampled from a fixed seed per image; the tool runs through the model pool (as th
 it) with its default parameters, as an agent that knows only the task would. Super-resolution
 is measured at x4 (the protocol) and at x2; a tool with a fixed scale only at its own.
 
-    python benchmarks/toolbox.py [--data ../shared/data/clean/McMaster] [--images 18] [--name tools_mcmaster] [--device cuda]
-                                 [--degradations protocol|randomized|independent]
+    python benchmarks/toolbox.py [--data ../shared/data/clean/McMaster] [--images 18] [--name tools_mcmaster] [--device cuda] [--weights DIR]
+                                 [--degradations protocol|randomized|independent] [--pairs DIR --tasks TASK]
 
 ``--degradations independent`` degrades with albumentations instead of this project's code
 (``benchmarks/independent.py``; super-resolution at x4 only); ``randomized`` with the training
@@ -21,6 +21,7 @@ import asyncio
 import os
 import statistics
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -30,6 +31,7 @@ from tqdm import tqdm
 from tiragent.eval.degradations import degradation_for, degrade
 from tiragent.eval.metrics import create_metric
 from tiragent.images import list_images, read_image
+from tiragent.server.nets import read_info
 from tiragent.server.pool import ModelPool, PoolConfig
 from tiragent.server.registry import ToolSpec, list_tools
 
@@ -66,7 +68,8 @@ async def seconds_per_call(pool: ModelPool, spec: ToolSpec, size: int, repeats: 
     return statistics.median(times)
 
 
-async def measure(args: argparse.Namespace, cleans: list[np.ndarray]) -> list[dict]:
+async def measure(args: argparse.Namespace, cleans: list[np.ndarray], inputs: list[np.ndarray] | None = None) -> list[dict]:
+    """``inputs``: real degraded images paired with ``cleans`` (instead of synthesis)."""
     psnr, ssim = create_metric("psnr"), create_metric("ssim")
     rows = []
     specs = [s for s in list_tools() if args.tasks is None or s.task in args.tasks.split(",")]
@@ -76,7 +79,7 @@ async def measure(args: argparse.Namespace, cleans: list[np.ndarray]) -> list[di
             for label, degradation, params in settings(spec, args.degradations):
                 before, after, before_ssim, after_ssim = [], [], [], []
                 for i, clean in enumerate(cleans):
-                    degraded = degraded_for(clean, name, args.seed * 1000 + i, degradation, args.degradations)
+                    degraded = inputs[i] if inputs is not None else degraded_for(clean, name, args.seed * 1000 + i, degradation, args.degradations)
                     out = (await pool.call(spec, degraded, params)).image
                     baseline = cv2.resize(degraded, clean.shape[1::-1], interpolation=cv2.INTER_CUBIC) if spec.task == "sr" else degraded
                     baseline = np.clip(baseline, 0, 1)
@@ -132,15 +135,31 @@ def main() -> None:
     parser.add_argument("--name", default="tools_mcmaster", help="report name under docs/benchmarks/")
     parser.add_argument("--degradations", default="protocol", choices=["protocol", "randomized", "independent"],
                         help="who makes the degradations: this project's protocol, its randomized training model, or albumentations")  # fmt: skip
+    parser.add_argument("--pairs", type=Path, help="real pairs instead of synthesis: a folder with input/ and target/ (matched by sorted name); give --tasks")
+    parser.add_argument("--weights", type=Path, help="a folder of retrained weights files that replace the shipped tools of the same name")
     args = parser.parse_args()
+    if args.weights is not None:
+        from tiragent.server.registry import get_tool
+        from tiragent.server.tools.learned import register_weights
 
-    paths = list_images(args.data)[: args.images]
-    cleans = [read_image(p) for p in paths]
-    cleans = [c[: c.shape[0] // 4 * 4, : c.shape[1] // 4 * 4] for c in cleans]
-    rows = asyncio.run(measure(args, cleans))
+        for path in sorted(args.weights.glob("*.safetensors")):
+            key = register_weights(path, get_tool(read_info(path).card["tool"]).cost, replace=True)
+            print(f"{key}: weights {path}")
+    inputs = None
+    if args.pairs is not None:
+        if not args.tasks:
+            parser.error("--pairs needs --tasks (the task whose degradation the pairs carry)")
+        cleans = [read_image(p) for p in list_images(args.pairs / "target")[: args.images]]
+        inputs = [read_image(p) for p in list_images(args.pairs / "input")[: args.images]]
+        made = f"real pairs of `{os.path.relpath(args.pairs, ROOT)}`"
+    else:
+        cleans = [read_image(p) for p in list_images(args.data)[: args.images]]
+        cleans = [c[: c.shape[0] // 4 * 4, : c.shape[1] // 4 * 4] for c in cleans]
+        made = f"`{os.path.relpath(args.data, ROOT)}` (the first by name), one degradation per image (seed {args.seed}), made by {SOURCES[args.degradations]}"
+    rows = asyncio.run(measure(args, cleans, inputs))
+    weights = f"; learned tools with the weights in `{os.path.relpath(args.weights, ROOT)}` where it has them" if args.weights else ""
     lines = [
-        f"{len(cleans)} images of `{os.path.relpath(args.data, ROOT)}` (the first by name), one degradation per image (seed {args.seed}), "
-        f"made by {SOURCES[args.degradations]}; "
+        f"{len(cleans)} images: {made}{weights}; "
         f"tools at their default parameters, run through the model pool on `{args.device}`. Learned tools are marked *(learned)*. "
         f"For super-resolution the input column is bicubic upscaling. "
         f"Timing: median of 3 calls producing a {args.size}x{args.size} image (1 call for high-cost tools).\n",
