@@ -51,5 +51,5 @@ def write_report(name: str, markdown: str, data: dict) -> Path:
         f"Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, commit {commit}\n\n"
     )
     (out / f"{name}.md").write_text(header + markdown)
-    (out / f"{name}.json").write_text(json.dumps({"command": command, "machine": machine(), **data}, indent=2))
+    (out / f"{name}.json").write_text(json.dumps({"command": command, "machine": machine(), **data}, indent=2, default=str))  # paths and the like as text
     return out / f"{name}.md"
