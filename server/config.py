@@ -29,7 +29,8 @@ class ServerConfig:
     progress_after_s: float = field(default=1.0, metadata={"help": "Send progress notifications for calls running longer than this."})
     tools_config: Path | None = field(default=None, metadata={"help": "TOML file of user checkpoints to serve as extra tools (see server/checkpoints.py)."})
     detector: Literal["auto", "learned", "logistic"] = field(
-        default="auto", metadata={"help": "detect_degradations' detector: 'learned' (CNN with severities), 'logistic' (image statistics), 'auto' (learned where its weights ship)."}
+        default="logistic",
+        metadata={"help": "detect_degradations' detector: 'logistic' (image statistics), 'learned' (CNN with severities; better on real blur and calibration, not yet the default: docs/benchmarks/detector.md), 'auto' (learned where its weights ship)."},
     )
     detector_weights: Path | None = field(default=None, metadata={"help": "Weights of the learned detector (tir-agent train detector); default: the shipped ones."})
 

@@ -2,7 +2,7 @@
 
 Two detectors share thirteen cheap image statistics (about 40 ms for 512x512):
 
-- ``learned`` (the default where its weights ship): a small CNN over crops at the image's own
+- ``learned`` (opt-in, see docs/benchmarks/detector.md for why it is not yet the default): a small CNN over crops at the image's own
   resolution plus the statistics, trained on the randomized degradation model, calibrated, with a
   severity per degradation (``server/detector_net.py``, ``tir-agent train detector``);
 - ``logistic``: eight logistic regressions on the statistics, fitted on the protocol's
@@ -136,7 +136,7 @@ def _learned(path: str) -> Any:
     return load_net(path)
 
 
-def analyse(image: np.ndarray, detector: str = "auto", weights: str | Path | None = None) -> Detection:
+def analyse(image: np.ndarray, detector: str = "logistic", weights: str | Path | None = None) -> Detection:
     """Presence and severity of each degradation. ``auto``: the learned detector where its weights exist, else logistic."""
     if detector not in DETECTORS:
         raise ParameterError(f"unknown detector {detector!r}: {', '.join(DETECTORS)}")

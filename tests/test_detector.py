@@ -97,7 +97,8 @@ def test_damaged_shipped_weights_fall_back_to_the_logistic_detector(tmp_path, mo
     damaged = tmp_path / "detector_net.safetensors"
     damaged.write_bytes(b"\x00" * 64)
     monkeypatch.setattr(perception, "learned_weights", lambda: damaged)
-    assert perception.analyse(textured(2)).detector == "logistic"
+    assert perception.analyse(textured(2), "auto").detector == "logistic"
+    assert perception.analyse(textured(2)).detector == "logistic"  # the default
 
 
 def test_temperature_fitting_undoes_overconfidence() -> None:
