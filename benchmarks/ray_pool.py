@@ -83,7 +83,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, dict[str, float]]:
             with tempfile.TemporaryDirectory() as tmp:
                 spec = Path(tmp) / "deployments.yaml"
                 gpus = f", num_gpus: {args.gpus_per_replica}" if args.gpus_per_replica else ""
-                spec.write_text(f"deployments:\n  - name: LearnedTools\n    num_replicas: {replicas}\n    ray_actor_options: {{num_cpus: {args.cpus_per_replica}{gpus}}}\n")
+                spec.write_text(  # ClassicalTools is idle here: a token CPU share, so the LearnedTools replicas fit
+                    f"deployments:\n  - name: LearnedTools\n    num_replicas: {replicas}\n    ray_actor_options: {{num_cpus: {args.cpus_per_replica}{gpus}}}\n"
+                    "  - name: ClassicalTools\n    ray_actor_options: {num_cpus: 0.01}\n"
+                )
                 pool = await RayPool.start(PoolConfig(), deployments=spec)
                 results[f"Ray Serve, {replicas} replica{'s' if replicas > 1 else ''}"] = await measure(pool, images, args.callers)
     finally:

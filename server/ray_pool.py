@@ -41,6 +41,7 @@ DEPLOYMENT_OPTIONS = {"num_replicas", "autoscaling_config", "ray_actor_options",
                       "health_check_period_s", "health_check_timeout_s", "graceful_shutdown_timeout_s", "placement_group_bundles",
                       "placement_group_strategy", "max_replicas_per_node"}  # fmt: skip
 RETRIES = 2
+STARTUP_TIMEOUT_S = 600.0
 
 
 def import_ray() -> tuple[Any, Any]:
@@ -170,7 +171,12 @@ class RayPool:
                       name=APPS["ClassicalTools"], route_prefix=None)  # fmt: skip
 
         try:
-            await asyncio.to_thread(boot)
+            await asyncio.wait_for(asyncio.to_thread(boot), STARTUP_TIMEOUT_S)
+        except TimeoutError:
+            raise TirAgentError(
+                f"Ray Serve did not bring the deployments up within {STARTUP_TIMEOUT_S:g} s: the cluster may lack the resources their "
+                "ray_actor_options ask for (see `ray status` and the deployments file)"
+            ) from None
         except TirAgentError:
             raise
         except Exception as err:
