@@ -101,7 +101,7 @@ def main() -> None:
     parser.add_argument("--callers", type=int, default=32)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--replicas", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--cpus-per-replica", type=float, default=1.0, help="Ray gives each replica this many CPUs (and as many torch threads)")
+    parser.add_argument("--cpus-per-replica", type=float, default=0.95, help="Ray CPUs per replica (under 1 so that two replicas and the idle ClassicalTools fit on 2 cores; torch gets max(1, int(this)) threads)")
     parser.add_argument("--gpus-per-replica", type=float, default=0.0)
     args = parser.parse_args()
     results = asyncio.run(main_async(args))
