@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
+import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("TIR_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -53,3 +58,29 @@ def write_report(name: str, markdown: str, data: dict) -> Path:
     (out / f"{name}.md").write_text(header + markdown)
     (out / f"{name}.json").write_text(json.dumps({"command": command, "machine": machine(), **data}, indent=2, default=str))  # paths and the like as text
     return out / f"{name}.md"
+
+
+async def drive(call: Callable[[Any], Awaitable[Any]], images: list[Any], callers: int) -> dict[str, float]:
+    """``callers`` concurrent callers share ``images`` and ``await call(image)`` each: throughput and latency percentiles."""
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    for image in images:
+        queue.put_nowait(image)
+    latencies: list[float] = []
+
+    async def caller() -> None:
+        while not queue.empty():
+            image = queue.get_nowait()
+            start = time.perf_counter()
+            await call(image)
+            latencies.append(time.perf_counter() - start)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(callers)))
+    elapsed = time.perf_counter() - start
+    latencies.sort()
+    return {
+        "seconds": elapsed,
+        "calls_per_s": len(images) / elapsed,
+        "p50_ms": 1000 * statistics.median(latencies),
+        "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+    }

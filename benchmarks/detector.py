@@ -28,7 +28,7 @@ from independent import degrade_independent
 from tqdm import tqdm
 
 from tiragent.eval.bench import all_combinations
-from tiragent.eval.calibration import expected_calibration_error, reliability
+from tiragent.eval.calibration import presence_scores, reliability
 from tiragent.eval.degradations import degrade
 from tiragent.eval.kernels import levin_kernels
 from tiragent.images import list_images, read_image
@@ -78,14 +78,9 @@ def build_sets(clean: Path, mcmaster: Path, polyu: Path, kernels: Path) -> dict[
 def score(rows: list[dict], detector: str) -> dict:
     probs = np.array([[r[detector]["p"][n] for n in NAMES] for r in rows])
     truth = np.array([[n in r["present"] for n in NAMES] for r in rows], np.float64)
-    guess = probs > 0.5
     out = {
         "n": len(rows),
-        "exact": float((guess == (truth > 0.5)).all(axis=1).mean()),
-        "accuracy": {n: float((guess[:, j] == (truth[:, j] > 0.5)).mean()) for j, n in enumerate(NAMES)},
-        "recall": {n: float(guess[truth[:, j] > 0.5, j].mean()) if (truth[:, j] > 0.5).any() else None for j, n in enumerate(NAMES)},
-        "false_alarm": {n: float(guess[truth[:, j] < 0.5, j].mean()) if (truth[:, j] < 0.5).any() else None for j, n in enumerate(NAMES)},
-        "ece": expected_calibration_error(probs, truth),
+        **presence_scores(probs, truth, NAMES),
         "reliability": [b.__dict__ for b in reliability(probs, truth)],
         "severity_mae": {},
     }

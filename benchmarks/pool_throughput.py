@@ -17,16 +17,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
-from common import write_report
+from common import drive, write_report
 from torch import nn
 
 from tiragent.server.pool import ModelPool, PoolConfig
@@ -80,31 +78,6 @@ class NaiveExecutor:
     async def call(self, image: np.ndarray) -> np.ndarray:
         async with self.lock:
             return await asyncio.get_running_loop().run_in_executor(self.thread, self._forward, image)
-
-
-async def drive(call, images: list[np.ndarray], callers: int) -> dict[str, float]:
-    queue: asyncio.Queue[np.ndarray] = asyncio.Queue()
-    for image in images:
-        queue.put_nowait(image)
-    latencies: list[float] = []
-
-    async def caller() -> None:
-        while not queue.empty():
-            image = queue.get_nowait()
-            start = time.perf_counter()
-            await call(image)
-            latencies.append(time.perf_counter() - start)
-
-    start = time.perf_counter()
-    await asyncio.gather(*(caller() for _ in range(callers)))
-    elapsed = time.perf_counter() - start
-    latencies.sort()
-    return {
-        "seconds": elapsed,
-        "calls_per_s": len(images) / elapsed,
-        "p50_ms": 1000 * statistics.median(latencies),
-        "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
-    }
 
 
 NAIVE_SETTINGS = (("naive, as usually written (NCHW)", False), ("naive, channels-last like the pool", True))

@@ -22,30 +22,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import write_report
+from common import drive, write_report
 
 from tiragent.server.pool import ModelPool, PoolConfig
 from tiragent.server.ray_pool import RayPool
 
 TOOL = "denoise.unet"
-
-
-async def drive(pool, images: list[np.ndarray], callers: int) -> dict[str, float]:
-    queue = list(images)
-    latencies: list[float] = []
-
-    async def caller() -> None:
-        while queue:
-            image = queue.pop()
-            start = time.perf_counter()
-            await pool.call(TOOL, image)
-            latencies.append(time.perf_counter() - start)
-
-    start = time.perf_counter()
-    await asyncio.gather(*(caller() for _ in range(callers)))
-    elapsed = time.perf_counter() - start
-    latencies.sort()
-    return {"calls_per_s": len(images) / elapsed, "p50_ms": 1000 * statistics.median(latencies), "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))]}
 
 
 async def overhead(pool, repeats: int = 40) -> float:
@@ -63,7 +45,7 @@ async def overhead(pool, repeats: int = 40) -> float:
 
 async def measure(pool, images: list[np.ndarray], callers: int) -> dict[str, float]:
     await asyncio.gather(*(pool.call(TOOL, image) for image in images[:4]))  # warm: the model loaded, the replicas up
-    result = await drive(pool, images, callers)
+    result = await drive(lambda image: pool.call(TOOL, image), images, callers)
     result["tiny_call_ms"] = await overhead(pool)
     return result
 

@@ -48,3 +48,21 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     best = grid[int(np.argmin([loss(t) for t in grid]))]
     fine = best * np.exp(np.linspace(-0.05, 0.05, 21))
     return float(fine[int(np.argmin([loss(t) for t in fine]))])
+
+
+def presence_scores(probabilities: np.ndarray, labels: np.ndarray, names: list[str], threshold: float = 0.5) -> dict:
+    """How well ``probabilities`` (samples x names) call presence at ``threshold``: the share of samples whose whole set is
+    right, and per name accuracy, recall and false-alarm rate (None without positives or negatives), and the ECE."""
+    p, truth = np.asarray(probabilities, np.float64), np.asarray(labels, np.float64) > 0.5
+    guess = p > threshold
+
+    def share(column: np.ndarray) -> float | None:
+        return float(column.mean()) if column.size else None
+
+    return {
+        "exact": float((guess == truth).all(axis=1).mean()),
+        "accuracy": {n: float((guess[:, j] == truth[:, j]).mean()) for j, n in enumerate(names)},
+        "recall": {n: share(guess[truth[:, j], j]) for j, n in enumerate(names)},
+        "false_alarm": {n: share(guess[~truth[:, j], j]) for j, n in enumerate(names)},
+        "ece": expected_calibration_error(p, truth),
+    }

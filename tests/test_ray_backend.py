@@ -17,6 +17,7 @@ from pathlib import Path
 import anyio
 import numpy as np
 import pytest
+from conftest import free_port
 from mcp import Client
 
 from tiragent.errors import ParameterError, TirAgentError
@@ -38,14 +39,6 @@ applications:
         num_replicas: 1
         ray_actor_options: {num_cpus: 0.5}
 """
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +83,21 @@ async def restore(client: Client, image_id: str, model: str) -> tuple[np.ndarray
     return decode_image(base64.b64decode(fetched.content[0].data)), ""
 
 
+async def restore_many(client: Client, image_id: str, count: int, meanwhile=None) -> list[tuple[np.ndarray | None, str]]:
+    """``count`` concurrent ``unet`` restorations; ``meanwhile`` (a coroutine function) runs while they are in flight."""
+    results = []
+
+    async def one() -> None:
+        results.append(await restore(client, image_id, "unet"))
+
+    async with anyio.create_task_group() as group:
+        for _ in range(count):
+            group.start_soon(one)
+        if meanwhile is not None:
+            await meanwhile()
+    return results
+
+
 def ray_server(cluster, tmp_path):
     address, deployments = cluster
     return build_server(ServerConfig(roots=[tmp_path], preview_size=0), backend=BackendConfig(backend="ray", ray_address=address, deployments=deployments))
@@ -106,14 +114,7 @@ async def test_ray_backend_gives_the_local_pixels_and_spreads_calls_over_replica
             for model in ("unet", "nlm"):  # a learned tool (LearnedTools) and a classical one (ClassicalTools)
                 got, error = await restore(client, image_id, model)
                 assert not error and np.array_equal(got, expected[model]), f"{model}: the Ray backend's pixels differ from the local pool's"
-            results = []
-
-            async def one() -> None:
-                results.append(await restore(client, image_id, "unet"))
-
-            async with anyio.create_task_group() as group:
-                for _ in range(16):
-                    group.start_soon(one)
+            results = await restore_many(client, image_id, 16)
             assert all(not error for _, error in results)
             status = (await client.call_tool("server_status", {})).structured_content["pool"]
     assert status["backend"] == "ray" and status["cluster"]["nodes"] == 2
@@ -131,17 +132,12 @@ async def test_a_replica_killed_mid_call_fails_only_its_calls_and_the_server_kee
             image_id = (await client.call_tool("load_image", {"data": image_data(1, size=384)})).structured_content["image_id"]
             assert not (await restore(client, image_id, "unet"))[1]
             before = (await client.call_tool("server_status", {})).structured_content["pool"]["replicas"]["LearnedTools"]
-            results = []
 
-            async def one() -> None:
-                results.append(await restore(client, image_id, "unet"))
-
-            async with anyio.create_task_group() as group:
-                for _ in range(12):
-                    group.start_soon(one)
+            async def kill_a_replica() -> None:
                 await anyio.sleep(0.3)
-                victim = next(iter(before.values()))["pid"]
-                os.kill(victim, signal.SIGKILL)
+                os.kill(next(iter(before.values()))["pid"], signal.SIGKILL)
+
+            results = await restore_many(client, image_id, 12, kill_a_replica)
             failures = [error for got, error in results if got is None]
             assert len(results) == 12
             assert all("replica" in error for error in failures), failures  # a failed call says what happened

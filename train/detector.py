@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from tiragent.errors import ParameterError
-from tiragent.eval.calibration import expected_calibration_error, fit_temperature
+from tiragent.eval.calibration import fit_temperature, presence_scores
 from tiragent.eval.degradations import degrade
 from tiragent.images import list_images, read_image
 from tiragent.server.detector_net import DEGRADATIONS, SEVERITIES, DetectorNet, DetectorNetConfig, severity_of, views
@@ -156,11 +156,11 @@ def predict_set(net: DetectorNet, data: dict[str, np.ndarray], batch: int = 128)
 
 
 def summarize(probabilities: np.ndarray, present: np.ndarray, severity: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
-    guess = probabilities > 0.5
+    scores = presence_scores(probabilities, present, DEGRADATIONS)
     out: dict[str, Any] = {
-        "exact_set": round(float((guess == (present > 0.5)).all(axis=1).mean()), 4),
-        "accuracy": {d: round(float((guess[:, j] == (present[:, j] > 0.5)).mean()), 4) for j, d in enumerate(DEGRADATIONS)},
-        "ece": round(expected_calibration_error(probabilities, present), 4),
+        "exact_set": round(scores["exact"], 4),
+        "accuracy": {d: round(a, 4) for d, a in scores["accuracy"].items()},
+        "ece": round(scores["ece"], 4),
         "severity_mae": {},
     }
     for j, (name, spec) in enumerate(SEVERITIES.items()):
