@@ -6,7 +6,7 @@ the local pool; Ray Serve with one ``LearnedTools`` replica; Ray Serve with two.
 cluster is started here (``ray.init()``). Also the per-call overhead Ray adds: one caller at a
 time, on a 32x32 image, where the model's own time is small.
 
-    python benchmarks/ray_pool.py [--calls 128] [--callers 32] [--size 256] [--replicas 1 2]
+    python benchmarks/ray_pool.py [--calls 256] [--callers 64] [--size 256] [--replicas 1 2]
 
 Needs ``pip install 'tir-agent[ray]'``. On a GPU machine, give the replicas a GPU share
 (``--gpus-per-replica 0.5``).
@@ -79,8 +79,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, dict[str, float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--calls", type=int, default=128)
-    parser.add_argument("--callers", type=int, default=32)
+    parser.add_argument("--calls", type=int, default=256)
+    parser.add_argument("--callers", type=int, default=64)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--replicas", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--cpus-per-replica", type=float, default=0.95, help="Ray CPUs per replica (under 1 so that two replicas and the idle ClassicalTools fit on 2 cores; torch gets max(1, int(this)) threads)")
