@@ -44,6 +44,10 @@ class ViewConfig:
     short_prompt: bool = field(
         default=False, metadata={"help": "Short system prompt and tool list (each tool's name, models and parameter names only), for small policies."}
     )
+    perception: bool = field(
+        default=False,
+        metadata={"help": "Add the server's detect_degradations reading of the photo to the task prompt, as text (for small policies, whose own vision is weak)."},
+    )
 
 
 def write_views(folder: str | Path, views: ViewConfig) -> None:
@@ -99,8 +103,32 @@ def system_turn(short: bool = False) -> dict[str, Any]:
     return {"role": "system", "content": SYSTEM_SHORT if short else SYSTEM}
 
 
-def task_turn(images: list[Any]) -> dict[str, Any]:
-    return {"role": "user", "content": [*images_part(images), {"type": "text", "text": TASK_PROMPT}]}
+def task_turn(images: list[Any], perceived: str = "") -> dict[str, Any]:
+    text = f"{TASK_PROMPT}\n{perceived}" if perceived else TASK_PROMPT
+    return {"role": "user", "content": [*images_part(images), {"type": "text", "text": text}]}
+
+
+SEVERITY_WORDS = {"noise": "sigma", "motion": "length", "defocus": "radius", "jpeg": "quality", "lowres": "scale"}
+
+
+def perception_text(found: dict[str, Any], floor: float = 0.2) -> str:
+    """The detector's answer (``detect_degradations``' structured content) in a few words: the tasks it finds at least
+    ``floor`` likely, most likely first, each with its probability and the strength the detector gives, e.g.
+    ``detector: denoise 0.9 (sigma 24), dejpeg 0.4``; ``detector: nothing`` when none reaches the floor."""
+    from tiragent.tasks import TASK_OF_DEGRADATION
+
+    severity = {TASK_OF_DEGRADATION[k]: (SEVERITY_WORDS.get(k, k), v) for k, v in found.get("severity", {}).items()}
+    likely = sorted(((p, t) for t, p in found["tasks"].items() if p >= floor), reverse=True)
+    parts = []
+    for p, task in likely:
+        word, value = severity.get(task, ("", None))
+        parts.append(f"{task} {p:.1f}" + (f" ({word} {value:.0f})" if value is not None else ""))
+    return "detector: " + (", ".join(parts) if parts else "nothing")
+
+
+async def perceived(session: ToolSession, image_id: str, views: ViewConfig) -> str:
+    """What the task prompt says of the photo besides the images: the detector's reading, when ``views.perception``."""
+    return perception_text(await session.perceive(image_id)) if views.perception else ""
 
 
 def call_turn(task: str, arguments: dict[str, Any]) -> dict[str, Any]:

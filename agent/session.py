@@ -149,7 +149,11 @@ class ToolSession:
 
     async def detect(self, image_id: str) -> dict[str, float]:
         """Probability that each degradation is present, keyed by the task that removes it."""
-        return (await self._call("detect_degradations", {"image_id": image_id})).structured_content["tasks"]
+        return (await self.perceive(image_id))["tasks"]
+
+    async def perceive(self, image_id: str) -> dict[str, Any]:
+        """The detector's whole answer: ``tasks`` (probability per task), ``severity`` (per degradation), ``detector``."""
+        return (await self._call("detect_degradations", {"image_id": image_id})).structured_content
 
 
 @asynccontextmanager

@@ -42,7 +42,8 @@ def _corpus() -> list[str]:
     import random
     import re
 
-    from tiragent.agent.conversation import SYSTEM, SYSTEM_SHORT, TASK_PROMPT
+    from tiragent.agent.conversation import SEVERITY_WORDS, SYSTEM, SYSTEM_SHORT, TASK_PROMPT, perception_text
+    from tiragent.tasks import DEGRADATION_OF_TASK
 
     rng = random.Random(0)
     template = re.sub(r"\{[%{#].*?[%}#]\}", "", chat_template(), flags=re.DOTALL)
@@ -51,14 +52,22 @@ def _corpus() -> list[str]:
     for task in tasks:
         models = MODEL_WORDS.get(task, ["unet"])
         lines.append(json.dumps({"type": "function", "function": {"name": task, "models": models, "params": rng.sample(PARAM_WORDS, 3)}}))
+        lines.append(f"{task}: {' '.join(models)}")  # a short tool list's line, as the template renders it
         for model in models:
             lines.append(f'<tool_call>\n{{"name": "{task}", "arguments": {{"model": "{model}"}}}}\n</tool_call>')
             lines.append(f"{task}.{model} done; niqe {rng.uniform(2, 20):.2f}, piqe {rng.uniform(0, 100):.2f}")
+    for _ in range(64):  # the detector's readings, as perception_text writes them
+        found = {t: rng.choice([0.0, rng.random()]) for t in tasks}
+        severity = {DEGRADATION_OF_TASK[t]: rng.uniform(1, 60) for t in found if DEGRADATION_OF_TASK.get(t) in SEVERITY_WORDS}
+        lines.append(f"{TASK_PROMPT}\n{perception_text({'tasks': found, 'severity': severity})}")
     return lines * 8
 
 
-def build_tiny_qwen(out_dir: str | Path, *, arch: str = "qwen3_vl", hidden_size: int = 64, layers: int = 2, seed: int = 0) -> Path:
-    """``arch``: ``qwen3_vl`` (Qwen3-VL) or ``qwen2_5_vl`` (Qwen2.5-VL)."""
+def build_tiny_qwen(
+    out_dir: str | Path, *, arch: str = "qwen3_vl", hidden_size: int = 64, layers: int = 2, vision_depth: int = 2, seed: int = 0
+) -> Path:
+    """``arch``: ``qwen3_vl`` (Qwen3-VL) or ``qwen2_5_vl`` (Qwen2.5-VL); ``hidden_size`` and ``layers`` of the language
+    model (the vision tower has the same width and ``vision_depth`` blocks)."""
     import torch
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import (
@@ -102,13 +111,13 @@ def build_tiny_qwen(out_dir: str | Path, *, arch: str = "qwen3_vl", hidden_size:
         if qwen3
         else (Qwen2VLVideoProcessor, Qwen2_5_VLProcessor, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration)
     )
-    vision = {"depth": 2, "hidden_size": hidden_size, "intermediate_size": hidden_size * 2, "num_heads": 4, "patch_size": patch,
+    vision = {"depth": vision_depth, "hidden_size": hidden_size, "intermediate_size": hidden_size * 2, "num_heads": 4, "patch_size": patch,
               "spatial_merge_size": 2, "temporal_patch_size": 2, "out_hidden_size": hidden_size}  # fmt: skip
     if qwen3:
         text["head_dim"] = hidden_size // 4
         vision.update(num_position_embeddings=256, deepstack_visual_indexes=[0])
     else:
-        vision.update(window_size=56, fullatt_block_indexes=[1])
+        vision.update(window_size=56, fullatt_block_indexes=[vision_depth - 1])
     side = patch * 2  # one merged token
     processor = processor_class(
         image_processor=Qwen2VLImageProcessorFast(patch_size=patch, merge_size=2, temporal_patch_size=2, min_pixels=side**2, max_pixels=(4 * side) ** 2),
@@ -123,16 +132,24 @@ def build_tiny_qwen(out_dir: str | Path, *, arch: str = "qwen3_vl", hidden_size:
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     model.save_pretrained(out)
     processor.save_pretrained(out)
-    (out / "tir_agent.json").write_text(json.dumps({"kind": f"tiny random {arch} for tests", "hidden_size": hidden_size, "seed": seed}))
+    kind = f"random-initialised {arch}"
+    info = {"kind": kind, "hidden_size": hidden_size, "layers": layers, "vision_depth": vision_depth, "seed": seed,
+            "parameters": sum(p.numel() for p in model.parameters())}  # fmt: skip
+    (out / "tir_agent.json").write_text(json.dumps(info))
     return out
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Build a tiny random-initialised Qwen3-VL policy checkpoint.")
+    parser = argparse.ArgumentParser(description="Build a random-initialised Qwen-VL policy checkpoint (tiny by default, for tests).")
     parser.add_argument("out", type=Path)
     parser.add_argument("--arch", choices=["qwen3_vl", "qwen2_5_vl"], default="qwen3_vl")
+    parser.add_argument("--hidden_size", type=int, default=64, help="width of the language model and of the vision tower")
+    parser.add_argument("--layers", type=int, default=2, help="language-model layers")
+    parser.add_argument("--vision_depth", type=int, default=2, help="vision-tower blocks")
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    print(f"tiny {args.arch} written to {build_tiny_qwen(args.out, arch=args.arch)}")
+    out = build_tiny_qwen(args.out, arch=args.arch, hidden_size=args.hidden_size, layers=args.layers, vision_depth=args.vision_depth, seed=args.seed)
+    print(f"{args.arch} written to {out}: {json.loads((out / 'tir_agent.json').read_text())['parameters']:,} parameters")
 
 
 if __name__ == "__main__":

@@ -32,14 +32,24 @@ def main() -> None:
     parser.add_argument("--name", default="agents")
     parser.add_argument("--limit", type=int)
     parser.add_argument("--pairs", type=Path, help="a folder with input/ and target/ real pairs (e.g. PolyU_noise) instead of synthesis")
+    parser.add_argument("--degradations", choices=["protocol", "independent"], default="protocol",
+                        help="independent: the combinations made by albumentations (benchmarks/independent.py), code this project did not write")
+    parser.add_argument("--groups", default="A,B,C", help="combination groups; OOD: two-degradation combinations not among the 16")
+    parser.add_argument("--max-steps", type=int, help="most tool calls per image (default: each policy's own)")
     args = parser.parse_args()
     policies = args.policy or ["random", "fixed", "exhaustive", "oracle"]
     if not (args.bench / "manifest.json").exists():
         if args.pairs:
             make_pairs_benchmark(args.pairs / "input", args.pairs / "target", args.bench, degradations=("noise",))
         else:
-            make_benchmark(args.clean, args.bench, per_combo=args.per_combo, seed=args.seed)
-    records = asyncio.run(evaluate_policies(args.bench, policies, limit=args.limit))
+            synthesis, protocol = None, "AgenticIR/MiO100 combinations, tir-agent synthesis"
+            if args.degradations == "independent":
+                from independent import synthesize_independent
+
+                synthesis, protocol = synthesize_independent, "AgenticIR/MiO100 combinations, albumentations synthesis (benchmarks/independent.py)"
+            groups = [g.strip().upper() for g in args.groups.split(",")]
+            make_benchmark(args.clean, args.bench, per_combo=args.per_combo, seed=args.seed, groups=groups, synthesis=synthesis, protocol=protocol)
+    records = asyncio.run(evaluate_policies(args.bench, policies, limit=args.limit, max_steps=args.max_steps))
     table = aggregate(records)
     out = ROOT / "docs" / "benchmarks" / args.name
     out.mkdir(parents=True, exist_ok=True)
@@ -47,8 +57,8 @@ def main() -> None:
     source = (
         f"Real pairs: `tir-agent bench pairs --input {args.pairs}/input --target {args.pairs}/target` ({len(records) // (len(policies) + 1)} images)"
         if args.pairs
-        else f"Dev benchmark: `tir-agent bench make --clean {os.path.relpath(args.clean, ROOT)} "
-        f"--per-combo {args.per_combo} --seed {args.seed}` (16 combinations, {len(records) // (len(policies) + 1)} images)"
+        else f"Benchmark from `{os.path.relpath(args.clean, ROOT)}`: groups {args.groups}, {args.per_combo} per combination, seed {args.seed}, "
+        f"{args.degradations} degradations ({len(records) // (len(policies) + 1)} images)"
     )
     text = (
         f"{source}, then `tir-agent eval` with policies {', '.join(policies)}. Tools: the whole toolbox, classical and learned. 'input' is the degraded image "

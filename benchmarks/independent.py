@@ -55,3 +55,13 @@ def degrade_independent(image: np.ndarray, name: str, seed: int) -> np.ndarray:
     pipeline = A.Compose([_transform(name, h, w)], seed=seed)
     uint8 = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)  # albumentations' natural input, as a user would give it
     return (pipeline(image=uint8)["image"].astype(np.float32) / 255.0).clip(0, 1)
+
+
+def synthesize_independent(image: np.ndarray, combination: tuple[str, ...], seed: int) -> tuple[np.ndarray, list[dict]]:
+    """A benchmark input (``eval.bench.Synthesis``): ``combination`` applied in order by albumentations, each step seeded."""
+    out, steps = image, []
+    for k, name in enumerate(combination):
+        step_seed = (seed + 1009 * k) % 2**32
+        out = degrade_independent(out, name, seed=step_seed)
+        steps.append({"name": name, "implementation": "albumentations", "seed": step_seed, "strength": PROTOCOL_STRENGTHS[name]})
+    return out, steps

@@ -7,7 +7,7 @@ with, for every image, its combination, group, every sampled parameter and its s
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,13 @@ COMBINATIONS: dict[str, list[tuple[str, ...]]] = {
     ],
 }
 
+OUT_OF_DOMAIN: list[tuple[str, ...]] = [("motion", "noise"), ("haze", "jpeg"), ("dark", "lowres"), ("rain", "jpeg")]
+"""Two-degradation combinations that are not among the 16: group "OOD" of ``make_benchmark(groups=...)``."""
+
 MANIFEST = "manifest.json"
+
+Synthesis = Callable[[np.ndarray, tuple[str, ...], int], tuple[np.ndarray, list[dict[str, Any]]]]
+"""``(clean, combination, seed) -> (degraded, steps)``: how a benchmark's inputs are made (default: ``degrade``)."""
 
 
 @dataclass(frozen=True)
@@ -61,10 +67,15 @@ class BenchItem:
         return "+".join(self.combination)
 
 
-def all_combinations() -> Iterable[tuple[str, tuple[str, ...]]]:
-    for group, combos in COMBINATIONS.items():
+def all_combinations(out_of_domain: bool = False) -> Iterable[tuple[str, tuple[str, ...]]]:
+    """The 16 (group, combination) pairs; with ``out_of_domain``, then group "OOD" (never used in training)."""
+    for group, combos in {**COMBINATIONS, **({"OOD": OUT_OF_DOMAIN} if out_of_domain else {})}.items():
         for combo in combos:
             yield group, combo
+
+
+def _protocol(clean: np.ndarray, combination: tuple[str, ...], seed: int) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    return degrade(clean, combination, seed=seed)
 
 
 def make_benchmark(
@@ -75,8 +86,12 @@ def make_benchmark(
     seed: int = 0,
     groups: Iterable[str] = ("A", "B", "C"),
     progress: bool = True,
+    synthesis: Synthesis | None = None,
+    protocol: str = "AgenticIR/MiO100 combinations, tir-agent synthesis",
 ) -> list[BenchItem]:
-    """Build a benchmark folder: ``per_combo`` images for each combination of the chosen groups.
+    """Build a benchmark folder: ``per_combo`` images for each combination of the chosen groups (A, B, C: the 16;
+    OOD: ``OUT_OF_DOMAIN``). ``synthesis`` makes the inputs (default: this project's ``degrade``), e.g. an
+    independent implementation; ``protocol`` says which in the manifest.
 
     Clean images are assigned round-robin (combination ``k``, copy ``j`` uses image
     ``(k * per_combo + j) mod n``), so every clean image is used as evenly as possible.
@@ -87,14 +102,15 @@ def make_benchmark(
     if not sources:
         raise ImageError(f"{clean_dir}: no image files (looked for .png, .jpg, .bmp, .tif, .webp)")
     groups = list(groups)
-    unknown = [g for g in groups if g not in COMBINATIONS]
+    unknown = [g for g in groups if g not in COMBINATIONS and g != "OOD"]
     if unknown:
-        raise ValueError(f"unknown group(s) {unknown}; the groups are {list(COMBINATIONS)}")
+        raise ValueError(f"unknown group(s) {unknown}; the groups are {[*COMBINATIONS, 'OOD']}")
+    synthesis = synthesis or _protocol
     out_dir = Path(out_dir)
     (out_dir / "input").mkdir(parents=True, exist_ok=True)
     (out_dir / "target").mkdir(parents=True, exist_ok=True)
 
-    jobs = [(g, c) for g, c in all_combinations() if g in groups]
+    jobs = [(g, c) for g, c in all_combinations(out_of_domain=True) if g in groups]
     root = np.random.SeedSequence(seed)
     item_seeds = root.spawn(len(jobs) * per_combo)
     items: list[BenchItem] = []
@@ -111,7 +127,7 @@ def make_benchmark(
             h, w = clean.shape[:2]
             clean = clean[: h - h % 4, : w - w % 4]
             item_seed = int(item_seeds[index].generate_state(1)[0])
-            degraded, steps = degrade(clean, combo, seed=item_seed)
+            degraded, steps = synthesis(clean, combo, item_seed)
             name = f"{group}_{'+'.join(combo)}_{j:03d}_{source.stem}.png"
             write_image(degraded, out_dir / "input" / name)
             write_image(clean, out_dir / "target" / name)
@@ -119,7 +135,7 @@ def make_benchmark(
             bar.update()
     bar.close()
     manifest = {
-        "protocol": "AgenticIR/MiO100 combinations, tir-agent synthesis",
+        "protocol": protocol,
         "seed": seed,
         "per_combo": per_combo,
         "clean_dir": str(clean_dir),

@@ -56,3 +56,21 @@ def test_empty_or_bad_arguments(tmp_path, clean_dir):
         make_benchmark(clean_dir, tmp_path / "out", groups=["D"], progress=False)
     with pytest.raises(FileNotFoundError, match="no manifest.json"):
         load_manifest(tmp_path / "empty")
+
+
+def test_out_of_domain_group_and_another_synthesis(tmp_path, clean_dir):
+    from tiragent.eval.bench import OUT_OF_DOMAIN, all_combinations
+
+    assert not set(OUT_OF_DOMAIN) & {c for _, c in all_combinations()}  # never among the 16 that training draws from
+    calls = []
+
+    def brighten(clean, combination, seed):
+        calls.append((combination, seed))
+        return np.clip(clean + 0.1, 0, 1), [{"name": n, "implementation": "test"} for n in combination]
+
+    items = make_benchmark(clean_dir, tmp_path / "ood", per_combo=1, groups=["OOD"], progress=False, synthesis=brighten, protocol="test synthesis")
+    assert [i.combination for i in items] == OUT_OF_DOMAIN and [c for c, _ in calls] == OUT_OF_DOMAIN
+    manifest = json.loads((tmp_path / "ood" / "manifest.json").read_text())
+    assert manifest["protocol"] == "test synthesis" and manifest["items"][0]["steps"][0]["implementation"] == "test"
+    first = items[0]
+    assert np.allclose(read_image(tmp_path / "ood" / "input" / first.name), np.clip(read_image(tmp_path / "ood" / "target" / first.name) + 0.1, 0, 1), atol=1 / 255)

@@ -44,10 +44,20 @@ class GenSFTConfig:
     whole_view: int = field(default=256, metadata={"help": "Longest side of the whole-image view the policy sees."})
     crop_view: int = field(default=128, metadata={"help": "Side of the native-resolution crop shown beside it (0: none)."})
     short_prompt: bool = field(default=False, metadata={"help": "Short system prompt and tool list, for small policies."})
+    perception: bool = field(default=False, metadata={"help": "Add the detector's reading of the photo to the task prompt, as text."})
+    search_metrics: list[str] = field(
+        default_factory=lambda: ["psnr", "ssim", "ms_ssim"],
+        metadata={"help": "Full-reference metrics the search maximises (the mean of their normalised values); psnr alone is several times faster."},
+    )
     device: str = field(default="auto", metadata={"help": "Device of the stdio server this starts."})
 
     def __post_init__(self) -> None:
         _check_model(self.degradations)
+        from tiragent.eval.metrics import FULL_REFERENCE
+
+        unknown = [m for m in self.search_metrics if m not in FULL_REFERENCE]
+        if not self.search_metrics or unknown:
+            raise TirAgentError(f"--search_metrics takes full-reference metrics ({', '.join(FULL_REFERENCE)}), not {unknown or 'nothing'}")
         if not 0 <= self.single_ratio + self.clean_ratio <= 1:
             raise TirAgentError("single_ratio + clean_ratio must lie in [0, 1]")
 
@@ -55,7 +65,7 @@ class GenSFTConfig:
     def views(self) -> ViewConfig:
         from tiragent.agent.conversation import ViewConfig
 
-        return ViewConfig(whole=self.whole_view, crop=self.crop_view, short_prompt=self.short_prompt)
+        return ViewConfig(whole=self.whole_view, crop=self.crop_view, short_prompt=self.short_prompt, perception=self.perception)
 
 
 @dataclass

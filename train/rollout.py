@@ -27,6 +27,7 @@ from tiragent.agent.actions import Stop
 from tiragent.agent.conversation import (
     ViewConfig,
     fetch_views,
+    perceived,
     result_continuation,
     result_text,
     result_turn,
@@ -193,7 +194,7 @@ async def prepare(session: ToolSession, processor: Any, sample: Sample, clean_di
     original_id, reference_id = await session.load(degraded), await session.load(clean)
     h, w = degraded.shape[:2]
     shown = [_pil(v) for v in await fetch_views(session, original_id, w, h, settings.views)]
-    messages = [system_turn(settings.views.short_prompt), task_turn(shown)]
+    messages = [system_turn(settings.views.short_prompt), task_turn(shown, await perceived(session, original_id, settings.views))]
     prompt = processor.apply_chat_template(
         messages, tools=settings.tools, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
     )

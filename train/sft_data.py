@@ -38,6 +38,7 @@ from tiragent.agent.conversation import (
     ViewConfig,
     call_turn,
     fetch_views,
+    perceived,
     result_text,
     result_turn,
     split_images,
@@ -104,7 +105,8 @@ async def conversation(
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """The trajectory's path as the conversation the policy acts in, its images written as PNG files."""
     h, w = original.shape[:2]
-    messages = [system_turn(views.short_prompt), task_turn(await fetch_views(session, trajectory.original_id, w, h, views))]
+    shown = await fetch_views(session, trajectory.original_id, w, h, views)
+    messages = [system_turn(views.short_prompt), task_turn(shown, await perceived(session, trajectory.original_id, views))]
     for step in trajectory.path():
         messages.append(call_turn(step.task, {"model": step.model}))
         shown = await fetch_views(session, step.output_id, step.width, step.height, views)
@@ -130,7 +132,7 @@ async def gains(session: ToolSession, trajectory: Any, before: dict[str, float],
 
 async def _one(session: ToolSession, sample: Sample, config: GenSFTConfig, space: ActionSpace) -> list[dict[str, Any]]:
     degraded, clean = make_pair(sample, config.clean, config.crop, config.degradations)
-    search = OraclePolicy(metric=FULL_REFERENCE)
+    search = OraclePolicy(metric=tuple(config.search_metrics))
     _, searched = await restore(session, degraded, search, reference=clean, known_tasks=sample.tasks, name=f"{sample.index:06d}")
     reference_id = await session.load(clean)
     # the input's metrics, once for every trajectory of the image (a smaller input is scored upscaled)

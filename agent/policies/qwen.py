@@ -22,6 +22,7 @@ from tiragent.agent.conversation import (
     call_turn,
     error_turn,
     fetch_views,
+    perceived,
     read_views,
     result_text,
     result_turn,
@@ -114,7 +115,8 @@ class QwenVLPolicy:
     async def reset(self, observation: Observation) -> None:
         width, height = observation.original_size
         original = await self._views(observation, observation.original_id, width, height)
-        self.messages = [system_turn(self.views.short_prompt), task_turn(original)]
+        said = await perceived(observation.session, observation.original_id, self.views)
+        self.messages = [system_turn(self.views.short_prompt), task_turn(original, said)]
         self.actions, self.seen = [], 0
 
     async def _observe(self, observation: Observation) -> None:
