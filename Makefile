@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench weights weights-randomized detector clean
+.PHONY: install demo test bench weights weights-randomized detector policy clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -81,3 +81,8 @@ detector: install
 	$(BIN)/tir-agent train detector --data ../shared/data/clean/CBSD432 ../shared/data/clean/CSun_Hays80_half \
 		--out runs/detector --samples 8000 --val_samples 800 --steps 2500 --batch 64 --resume
 	cp runs/detector/detector_net.safetensors server/weights/detector_net.safetensors
+
+# The shipped policy (agent/weights/policy/) from its recipe (train/policy_recipe.sh; the card in agent/weights/policy/card.md
+# records data size, steps, learning rates, minutes and machine). About two hours on a 2-core CPU; resumable (rerun it).
+policy: install
+	sh train/policy_recipe.sh

@@ -29,9 +29,17 @@ def data(tmp_path_factory):
     write_image(resize(samples.astronaut(), (96, 96), anti_aliasing=True).astype(np.float32), clean / "a.png")
     out = tmp_path_factory.mktemp("sft-data")
     args = ["train", "gen-sft", "--clean", str(clean), "--out", str(out), "--images", "2", "--crop", "64", "--single_ratio", "0.5",
-            "--clean_ratio", "0.5", "--whole_view", "48", "--crop_view", "0", "--short_prompt", "--device", "cpu", "--seed", "1"]  # fmt: skip
+            "--clean_ratio", "0.5", "--whole_view", "48", "--crop_view", "0", "--short_prompt", "--perception", "--search_metrics", "psnr",
+            "--device", "cpu", "--seed", "1"]  # fmt: skip
     assert main(args) == 0
     return out
+
+
+def test_the_task_prompt_carries_the_detectors_reading(data):
+    for row in conversations(data):
+        prompt = row["messages"][1]["content"][-1]["text"]
+        assert prompt.startswith("Restore this photo.\ndetector: "), prompt
+    assert json.loads((data / "card.json").read_text())["config"]["search_metrics"] == ["psnr"]
 
 
 def test_the_collator_trains_on_what_the_policy_says_and_nothing_else(checkpoint, data):
@@ -61,6 +69,15 @@ async def test_sft_trains_saves_and_the_policy_runs(checkpoint, data, tmp_path, 
     async with Client(build_server(ServerConfig(roots=[tmp_path], preview_size=0))) as client:
         result, trajectory = await restore(ToolSession(client), astronaut, policy, max_steps=2)
     assert result.shape == astronaut.shape and trajectory.stop_reason
+
+    from tiragent.train.ship_policy import ship
+
+    card = ship(out, tmp_path / "shipped", init=checkpoint)
+    assert card["sft"]["steps"] == 2 and card["sft_data"]["conversations"] == len(conversations(data)) and card["rl"] is None
+    assert "2 steps" in (tmp_path / "shipped" / "card.md").read_text()
+    assert QwenVLPolicy(str(tmp_path / "shipped")).views.perception  # the views travel with the weights
+    with pytest.raises(SystemExit, match="over the 0 MB budget"):
+        ship(out, tmp_path / "too-big", init=checkpoint, budget_mb=0)
 
 
 def test_missing_data_is_named(tmp_path, capsys):

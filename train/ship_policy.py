@@ -1,0 +1,80 @@
+"""Copy a trained policy into the package (``agent/weights/policy/``) with its card: the last step of ``make policy``.
+
+    python -m tiragent.train.ship_policy --run runs/policy/rl --out agent/weights/policy
+
+The card (``card.json`` and ``card.md``) gathers what the run folders recorded: the SFT data's card
+(``gen-sft``), the SFT run (``tir_agent_sft.json``), the RL run (``tir_agent_rl.json``) and the
+model's size, so the shipped weights say how they were made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+FILES = ("config.json", "generation_config.json", "model.safetensors", "processor_config.json", "tokenizer.json", "tokenizer_config.json",
+         "chat_template.jinja", "tir_agent_views.json")  # fmt: skip
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def ship(run: Path, out: Path, sft: Path | None = None, data: Path | None = None, init: Path | None = None, budget_mb: float = 50.0) -> dict[str, Any]:
+    """Copy ``run`` (a policy folder) to ``out`` and write its card; ``sft``, ``data``, ``init``: the earlier stages' folders
+    (default: read from the run's own recipe)."""
+    rl = _read(run / "tir_agent_rl.json")
+    sft = sft or (Path(rl["recipe"]["init"]) if rl else run)
+    sft_card = _read(sft / "tir_agent_sft.json")
+    if sft_card is None:
+        raise SystemExit(f"{sft}: no tir_agent_sft.json (give --sft, the folder `tir-agent train sft` wrote)")
+    data = data or Path(sft_card["recipe"]["data"])
+    init = init or Path(sft_card["recipe"]["model"])
+    size_mb = (run / "model.safetensors").stat().st_size / 2**20
+    if size_mb > budget_mb:
+        raise SystemExit(f"{run}/model.safetensors is {size_mb:.1f} MB, over the {budget_mb:.0f} MB budget")
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    for name in FILES:
+        if (run / name).is_file():
+            shutil.copy(run / name, out / name)
+    card = {"model": _read(init / "tir_agent.json"), "size_mb": round(size_mb, 2), "sft_data": _read(data / "card.json"), "sft": sft_card, "rl": rl}
+    (out / "card.json").write_text(json.dumps(card, indent=2))
+    (out / "card.md").write_text(card_markdown(card))
+    return card
+
+
+def card_markdown(card: dict[str, Any]) -> str:
+    model, data, sft, rl = card["model"] or {}, card["sft_data"] or {}, card["sft"], card["rl"]
+    lines = ["# The shipped policy", "", f"A {model.get('kind', 'Qwen-VL')} with {model.get('parameters', 0):,} parameters ({card['size_mb']} MB), "
+             f"trained from scratch by `make policy` (train/policy_recipe.sh).", ""]  # fmt: skip
+    if data:
+        lines.append(f"- SFT data: {data['conversations']} conversations from {data['images']} images ({data['kinds']}), "
+                     f"searched gain {data['searched_gain_psnr_db']:.2f} dB; made with {json.dumps({k: data['config'][k] for k in ('images', 'crop', 'degradations', 'search_metrics', 'perception')})}.")  # fmt: skip
+    lines.append(f"- SFT: {sft['steps']} steps on {sft['conversations']} conversations, loss {sft['first_loss']:.3f} -> {sft['last_loss']:.3f}; "
+                 f"recipe {json.dumps({k: sft['recipe'][k] for k in ('epochs', 'batch_size', 'lr', 'warmup_ratio')})}.")  # fmt: skip
+    if rl:
+        lines.append(f"- RL: {rl['steps']} GRPO steps, {rl['episodes']} episodes in {rl['minutes']} min on {rl['machine']}; "
+                     f"recipe {json.dumps({k: rl['recipe'][k] for k in ('group', 'batch', 'lr', 'kl', 'crop', 'degradations', 'max_turns')})}; "
+                     f"final held-out evaluation {json.dumps(rl.get('final_eval') or {})}.")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, required=True, help="the final policy folder (train rl's or train sft's --out)")
+    parser.add_argument("--out", type=Path, default=Path("agent/weights/policy"))
+    parser.add_argument("--sft", type=Path)
+    parser.add_argument("--data", type=Path)
+    parser.add_argument("--init", type=Path)
+    args = parser.parse_args()
+    card = ship(args.run, args.out, args.sft, args.data, args.init)
+    print(f"policy shipped to {args.out} ({card['size_mb']} MB); card: {args.out / 'card.md'}")
+
+
+if __name__ == "__main__":
+    main()
