@@ -125,3 +125,30 @@ def test_an_older_copy_of_the_projects_template_is_replaced(checkpoint, tmp_path
     processor.save_pretrained(old)
     assert OUR_TEMPLATE_MARK in chat_template()
     assert QwenVLPolicy(str(old)).processor.chat_template == chat_template()
+
+
+async def test_perception_and_shuffled_tools_reach_the_prompt(checkpoint, session, image):
+    from tiragent.agent.conversation import ViewConfig
+
+    policy = QwenVLPolicy(str(checkpoint), max_new_tokens=8, views=ViewConfig(whole=64, crop=0, short_prompt=True, perception=True), shuffle_tools=3)
+    orders = []
+
+    def scripted(tools):
+        orders.append([t["function"]["name"] for t in tools])
+        return "STOP"
+
+    policy.generate = scripted
+    space = await session.action_space()
+    for _ in range(3):
+        await restore(session, image, policy)
+    prompt = policy.messages[1]["content"][-1]["text"]
+    assert prompt.startswith("Restore this photo.\ndetector: ")
+    assert sorted(orders[0]) == sorted(space.tasks) and len({tuple(o) for o in orders}) > 1  # another order per episode
+
+
+def test_perception_text_is_short_and_ordered():
+    from tiragent.agent.conversation import perception_text
+
+    found = {"tasks": {"denoise": 0.93, "dejpeg": 0.41, "sr": 0.05, "dehaze": 0.2}, "severity": {"noise": 24.4, "jpeg": 31.0}}
+    assert perception_text(found) == "detector: denoise 0.9 (sigma 24), dejpeg 0.4 (quality 31), dehaze 0.2"
+    assert perception_text({"tasks": {"sr": 0.1}}) == "detector: nothing"

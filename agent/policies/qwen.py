@@ -11,6 +11,7 @@ template without tool support.
 from __future__ import annotations
 
 import json
+import random
 import re
 from typing import Any
 
@@ -85,7 +86,10 @@ class QwenVLPolicy:
         views: ViewConfig | None = None,
         max_new_tokens: int = 96,
         retries: int = 1,
+        shuffle_tools: int | None = None,
     ) -> None:
+        """``shuffle_tools``: a seed; each episode's tool list is then listed in another order (an ablation: a policy
+        that read its tools should not depend on their order)."""
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -106,6 +110,8 @@ class QwenVLPolicy:
         self.model = model.to(self.device).eval()
         self.views = views or read_views(checkpoint) or ViewConfig()  # as it was trained, when it says
         self.max_new_tokens, self.retries = max_new_tokens, retries
+        self.shuffle = random.Random(shuffle_tools) if shuffle_tools is not None else None
+        self.order: list[int] | None = None
         self.messages: list[dict[str, Any]] = []
         self.actions: list[Action] = []
 
@@ -118,6 +124,8 @@ class QwenVLPolicy:
         said = await perceived(observation.session, observation.original_id, self.views)
         self.messages = [system_turn(self.views.short_prompt), task_turn(original, said)]
         self.actions, self.seen = [], 0
+        if self.shuffle is not None:
+            self.order = self.shuffle.sample(range(len(observation.space.tasks)), len(observation.space.tasks))
 
     async def _observe(self, observation: Observation) -> None:
         for i, step in enumerate(observation.steps[self.seen :], start=self.seen):
@@ -145,6 +153,8 @@ class QwenVLPolicy:
     async def next(self, observation: Observation) -> Action | Stop:
         await self._observe(observation)
         tools = tool_schemas(observation.space, short=self.views.short_prompt)
+        if self.order is not None:
+            tools = [tools[i] for i in self.order]
         problem = ""
         for attempt in range(self.retries + 1):
             reply = self.generate(tools)

@@ -29,3 +29,11 @@ def shipped_policy(**options: object) -> QwenVLPolicy:
     policy = QwenVLPolicy(checkpoint=str(folder), **options)  # type: ignore[arg-type]
     policy.name = SHIPPED
     return policy
+
+
+@register_policy(f"{SHIPPED}-shuffled-tools")
+def shipped_policy_shuffled_tools(**options: object) -> QwenVLPolicy:
+    """The shipped policy with its tool list in a random order per episode (seeded): the ablation of the tool order."""
+    policy = shipped_policy(shuffle_tools=0, **options)
+    policy.name = f"{SHIPPED}-shuffled-tools"
+    return policy
