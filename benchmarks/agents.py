@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 from pathlib import Path
@@ -20,6 +21,28 @@ from common import ROOT, SHARED_DATA, write_report
 from tiragent.agent.evaluate import evaluate_policies
 from tiragent.eval.bench import make_benchmark, make_pairs_benchmark
 from tiragent.eval.report import aggregate, markdown, plot
+
+
+def allinone_records(bench: Path, weights: Path, limit: int | None) -> list[dict]:
+    """The all-in-one network on every image of the benchmark: one forward pass (one call), scored as the agents are."""
+    import time
+
+    from tiragent.agent.evaluate import score
+    from tiragent.eval.bench import load_manifest
+    from tiragent.images import read_image
+    from tiragent.server.nets import load_net
+    from tiragent.train.allinone import apply
+
+    net = load_net(weights).eval()
+    records = []
+    for item in load_manifest(bench)[:limit]:
+        degraded, target = read_image(bench / "input" / item.name), read_image(bench / "target" / item.name)
+        started = time.perf_counter()
+        result = apply(net, degraded, target.shape)
+        records.append({"policy": "all-in-one", "name": item.name, "group": item.group, "combination": "+".join(item.combination), "tool_calls": 1,
+                        "seconds": round(time.perf_counter() - started, 3), "path": ["allinone"], "calls_by_cost": {"low": 1}, "learned_calls": 1,
+                        **score(result, target)})  # fmt: skip
+    return records
 
 
 def main() -> None:
@@ -36,6 +59,8 @@ def main() -> None:
                         help="independent: the combinations made by albumentations (benchmarks/independent.py), code this project did not write")
     parser.add_argument("--groups", default="A,B,C", help="combination groups; OOD: two-degradation combinations not among the 16")
     parser.add_argument("--max-steps", type=int, help="most tool calls per image (default: each policy's own)")
+    parser.add_argument("--merge", help="add the records of an earlier run on the same --bench (docs/benchmarks/NAME.json) for the policies this run leaves out")
+    parser.add_argument("--allinone", type=Path, help="also the all-in-one baseline network (`tir-agent train allinone`), one call per image")
     args = parser.parse_args()
     policies = args.policy or ["random", "fixed", "exhaustive", "oracle"]
     if not (args.bench / "manifest.json").exists():
@@ -50,6 +75,16 @@ def main() -> None:
             groups = [g.strip().upper() for g in args.groups.split(",")]
             make_benchmark(args.clean, args.bench, per_combo=args.per_combo, seed=args.seed, groups=groups, synthesis=synthesis, protocol=protocol)
     records = asyncio.run(evaluate_policies(args.bench, policies, limit=args.limit, max_steps=args.max_steps))
+    if args.allinone:
+        records += allinone_records(args.bench, args.allinone, args.limit)
+        policies = [*policies, "all-in-one"]
+    merged = ""
+    if args.merge:
+        earlier = json.loads((ROOT / "docs" / "benchmarks" / f"{args.merge}.json").read_text())
+        kept = [r for r in earlier["records"] if r["policy"] not in {*policies, "input"}]
+        records = [*records, *kept]
+        merged = f" Records of {', '.join(sorted({r['policy'] for r in kept}))} from [{args.merge}]({args.merge}.md) (`{earlier['command']}`), same benchmark folder."
+        policies = [*policies, *sorted({r["policy"] for r in kept})]
     table = aggregate(records)
     out = ROOT / "docs" / "benchmarks" / args.name
     out.mkdir(parents=True, exist_ok=True)
@@ -64,7 +99,7 @@ def main() -> None:
         f"{source}, then `tir-agent eval` with policies {', '.join(policies)}. Tools: the whole toolbox, classical and learned. 'input' is the degraded image "
         "(low-resolution inputs bicubic-upscaled for scoring); results of another size are resized to the target. "
         "NIQE and PIQE: lower is better. Seconds include the per-step quality assessment the agent loop records. "
-        f"Plot: [{args.name}/quality_vs_calls.png]({args.name}/quality_vs_calls.png).\n\n" + markdown(table)
+        f"Plot: [{args.name}/quality_vs_calls.png]({args.name}/quality_vs_calls.png).{merged}\n\n" + markdown(table)
     )
     print(text)
     shutil.copy(write_report(args.name, text, {"table": table, "records": records}), out / "results.md")

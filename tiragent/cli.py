@@ -149,6 +149,15 @@ def cmd_train_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_allinone(args: argparse.Namespace) -> int:
+    from tiragent.train.allinone import train_allinone
+    from tiragent.train.configs import AllInOneConfig
+
+    card = train_allinone(from_args(AllInOneConfig, args))
+    print(f"{card['steps']} steps in {card['seconds'] / 60:.1f} min; weights: {Path(args.out) / 'allinone.safetensors'}")
+    return 0
+
+
 def cmd_train_detector(args: argparse.Namespace) -> int:
     from tiragent.train.detector import DetectorTrainConfig, train_detector
 
@@ -362,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", type=Path, help="another checkpoint manifest (TOML)")
     p.set_defaults(func=cmd_tools_download)
 
-    from tiragent.train.configs import GenSFTConfig, RewardConfig, RLRunConfig, SFTRunConfig
+    from tiragent.train.configs import AllInOneConfig, GenSFTConfig, RewardConfig, RLRunConfig, SFTRunConfig
 
     train = sub.add_parser("train", help="train the policy").add_subparsers(dest="train_command", required=True)
     p = train.add_parser("gen-sft", help="searched and perturbed SFT trajectories over MCP", dataclass_types=[GenSFTConfig])
@@ -375,6 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = train.add_parser("detector", help="train the learned degradation detector on the randomized model", dataclass_types=[DetectorTrainConfig])
     p.set_defaults(func=cmd_train_detector)
+    p = train.add_parser("allinone", help="train the all-in-one baseline: one network for every degradation", dataclass_types=[AllInOneConfig])
+    p.set_defaults(func=cmd_train_allinone)
     p = train.add_parser("plot", help="plot the trends of a training run (reward, its dimensions and weights, calls, diversity)")
     p.add_argument("run", type=Path, help="the run's folder (its log.jsonl)")
     p.add_argument("--out", type=Path, help="where to write the plots (default: RUN/plots)")

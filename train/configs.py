@@ -150,3 +150,22 @@ class RewardConfig:
             raise ParameterError(f"{len(self.prior_weights)} prior weights for {len(self.dimensions)} dimensions")
         if self.horizon < 1 or not 0 <= self.ema_decay < 1 or self.weight_temperature <= 0:
             raise ParameterError("horizon must be >= 1, ema_decay in [0, 1), weight_temperature > 0")
+
+
+@dataclass
+class AllInOneConfig:
+    """Options of ``tir-agent train allinone``; each field's help is its command-line help."""
+
+    data: Path = field(metadata={"help": "Folder of clean training photos."})
+    out: Path = field(metadata={"help": "Run folder: last.pt (resumable) and allinone.safetensors with its card."})
+    minutes: float = field(default=20.0, metadata={"help": "Training time; the step count is fixed from the speed of the first steps."})
+    steps: int | None = field(default=None, metadata={"help": "Training steps (instead of --minutes)."})
+    batch_size: int = field(default=16, metadata={"help": "Crops per step."})
+    patch: int = field(default=128, metadata={"help": "Side of the training crops."})
+    lr: float = field(default=3e-4, metadata={"help": "Peak learning rate (cosine decay)."})
+    init: Path | None = field(default=None, metadata={"help": "Start from these weights (a resunet of the same options)."})
+    degradations: str = field(default="randomized", metadata={"help": "'randomized' (the training model) or 'protocol'."})
+    single_ratio: float = field(default=0.25, metadata={"help": "Share of crops with a single degradation."})
+    clean_ratio: float = field(default=0.1, metadata={"help": "Share of clean crops (the network must leave them alone)."})
+    seed: int = field(default=0, metadata={"help": "Seed of the crops and degradations."})
+    resume: bool = field(default=False, metadata={"help": "Continue from OUT/last.pt."})
