@@ -79,8 +79,8 @@ def train_allinone(config: AllInOneConfig) -> dict[str, Any]:
         state = torch.load(checkpoint, weights_only=False)
         net.load_state_dict(state["net"])
         optimizer.load_state_dict(state["optimizer"])
-        step, total, elapsed = state["step"], state["total"], state["elapsed"]
-    draws = plan(10**6, sources, seed=config.seed, single_ratio=config.single_ratio, clean_ratio=config.clean_ratio)
+        step, total, elapsed = state["step"], config.steps or state["total"], state["elapsed"]
+    draws = plan(10**5, sources, seed=config.seed, single_ratio=config.single_ratio, clean_ratio=config.clean_ratio)
     net.train()
     bar = tqdm(total=total, initial=step, desc="allinone", unit="step")
     started, last_save, loss_ema = time.monotonic(), time.monotonic(), None
