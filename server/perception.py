@@ -98,7 +98,8 @@ def features(image: np.ndarray) -> np.ndarray:
         float(hsv[..., 1].mean()),
         float(streaks.mean()),
     ]
-    return np.asarray(values, np.float64)
+    # a flat image makes some ratios 0/0: a statistic that cannot be measured reads as zero, not as NaN
+    return np.nan_to_num(np.asarray(values, np.float64), nan=0.0, posinf=0.0, neginf=0.0)
 
 
 @lru_cache(maxsize=1)
@@ -169,7 +170,7 @@ def detect(image: np.ndarray, model_path: str | None = None) -> dict[str, float]
     out = {}
     for name, params in model["classifiers"].items():
         z = float(np.dot(params["weights"], x) + params["bias"])
-        out[name] = 1.0 / (1.0 + math.exp(-z))
+        out[name] = 0.5 * (1.0 + math.tanh(0.5 * z))  # the logistic function, without exp's overflow on images far from the training set
     return out
 
 

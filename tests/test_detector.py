@@ -124,3 +124,11 @@ async def test_detect_degradations_serves_the_learned_detector(trained, tmp_path
     assert result["detector"] == "learned"
     assert set(result["degradations"]) == set(DEGRADATIONS)
     assert set(result["severity"]) == {d for d in SEVERITIES if result["degradations"][d] > 0.5}
+
+
+def test_images_far_from_the_training_set_get_probabilities_not_a_crash():
+    # a one-pixel checkerboard drives the logistic models' scores past +-800, where exp() overflows
+    checker = (np.indices((64, 64)).sum(0) % 2).astype(np.float32)[..., None].repeat(3, 2)
+    for image in (checker, np.zeros((32, 32, 3), np.float32), np.ones((32, 32, 3), np.float32)):
+        found = analyse(image, "logistic")
+        assert all(0.0 <= p <= 1.0 for p in found.probabilities.values()), found.probabilities
