@@ -83,3 +83,30 @@ async def test_sft_trains_saves_and_the_policy_runs(checkpoint, data, tmp_path, 
 def test_missing_data_is_named(tmp_path, capsys):
     assert main(["train", "sft", "--data", str(tmp_path), "--model", "x", "--out", str(tmp_path / "o")]) == 2
     assert "data.jsonl does not exist" in capsys.readouterr().err
+
+
+def test_an_image_whose_tool_call_fails_is_skipped_and_named(tmp_path, monkeypatch, capsys):
+    from skimage import data as samples
+    from skimage.transform import resize
+
+    from tiragent.agent.session import ToolCallError
+    from tiragent.train import sft_data
+
+    clean = tmp_path / "clean"
+    write_image(resize(samples.astronaut(), (80, 80), anti_aliasing=True).astype(np.float32), clean / "a.png")
+    real = sft_data._one
+
+    async def failing_first(session, sample, config, space):
+        if sample.index == 0:
+            raise ToolCallError("denoise: the tool failed")
+        return await real(session, sample, config, space)
+
+    monkeypatch.setattr(sft_data, "_one", failing_first)
+    out = tmp_path / "data"
+    args = ["train", "gen-sft", "--clean", str(clean), "--out", str(out), "--images", "3", "--crop", "64", "--clean_ratio", "1", "--single_ratio", "0",
+            "--whole_view", "48", "--crop_view", "0", "--short_prompt", "--device", "cpu"]  # fmt: skip
+    assert main(args) == 0
+    assert "image 0 (a.png, clean) skipped: denoise: the tool failed" in capsys.readouterr().err
+    assert json.loads((out / "failed.jsonl").read_text())["index"] == 0
+    card = json.loads((out / "card.json").read_text())
+    assert card["failed_images"] == 1 and card["images"] == 2

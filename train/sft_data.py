@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import sys
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
@@ -51,7 +52,7 @@ from tiragent.agent.conversation import (
 from tiragent.agent.loop import restore
 from tiragent.agent.policies.oracle import OraclePolicy
 from tiragent.agent.policy import Observation
-from tiragent.agent.session import ActionSpace, ToolSession, open_session
+from tiragent.agent.session import ActionSpace, ToolCallError, ToolSession, open_session
 from tiragent.errors import TirAgentError
 from tiragent.eval.metrics import mean_normalized, resized_to
 from tiragent.images import list_images, write_image
@@ -185,9 +186,16 @@ async def generate(config: GenSFTConfig) -> dict[str, Any]:
 
         async def worker(sample: Sample) -> None:
             async with slots:
-                records = await _one(session, sample, config, space)
-            with data.open("a") as f:  # whole images only: a crash never leaves half of one
-                f.write("".join(json.dumps(r) + "\n" for r in records))
+                try:
+                    records = await _one(session, sample, config, space)
+                except ToolCallError as err:  # one image's failing call costs that image, not the run (a dead server still ends it)
+                    records = []
+                    with (config.out / "failed.jsonl").open("a") as f:
+                        f.write(json.dumps({"index": sample.index, "source": sample.source, "combination": list(sample.combination), "error": str(err)}) + "\n")
+                    progress.write(f"gen-sft: image {sample.index} ({sample.source}, {'+'.join(sample.combination) or 'clean'}) skipped: {err}", file=sys.stderr)
+            if records:
+                with data.open("a") as f:  # whole images only: a crash never leaves half of one
+                    f.write("".join(json.dumps(r) + "\n" for r in records))
             progress.update(1)
 
         await asyncio.gather(*(worker(s) for s in todo))
@@ -207,6 +215,7 @@ def dataset_card(config: GenSFTConfig, data: Path) -> dict[str, Any]:
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
         "conversations": len(records),
         "images": len(searched),
+        "failed_images": len((config.out / "failed.jsonl").read_text().splitlines()) if (config.out / "failed.jsonl").is_file() else 0,
         "kinds": dict(Counter(r["kind"] for r in records)),
         "per_combination": dict(sorted(Counter("+".join(r["combination"]) or "clean" for r in searched).items())),
         "searched_gain_psnr_db": mean([r["gain"]["psnr"] for r in searched]),
