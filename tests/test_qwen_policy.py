@@ -152,3 +152,14 @@ def test_perception_text_is_short_and_ordered():
     found = {"tasks": {"denoise": 0.93, "dejpeg": 0.41, "sr": 0.05, "dehaze": 0.2}, "severity": {"noise": 24.4, "jpeg": 31.0}}
     assert perception_text(found) == "detector: denoise 0.9 (sigma 24), dejpeg 0.4 (quality 31), dehaze 0.2"
     assert perception_text({"tasks": {"sr": 0.1}}) == "detector: nothing"
+
+
+async def test_a_task_asked_for_again_ends_the_episode_unless_allowed(checkpoint, session, image):
+    replies = ['<tool_call>{"name": "dehaze", "arguments": {"model": "dcp"}}</tool_call>'] * 3 + ["STOP"]
+    for allowed, calls in [(False, 1), (True, 3)]:
+        policy = QwenVLPolicy(str(checkpoint), repeat_tasks=allowed)
+        it = iter(replies)
+        policy.generate = lambda tools, it=it: next(it)
+        _, trajectory = await restore(session, image, policy)
+        assert len(trajectory.steps) == calls
+    assert not allowed or trajectory.stop_reason == "policy answered STOP"

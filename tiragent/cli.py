@@ -234,6 +234,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from tiragent.eval.report import write
 
     out = args.out or args.bench / "eval"
+    args.policy = args.policy or ["tir"]
     records = asyncio.run(
         evaluate_policies(args.bench, args.policy, server=args.server, max_steps=args.max_steps, limit=args.limit, device=args.device,
                           trajectories=out / "trajectories")  # fmt: skip
@@ -247,7 +248,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Restore the bundled example with the agent (the exhaustive policy by default) and score each step."""
+    """Restore the bundled example with the agent (the shipped policy by default) and score each step."""
     from tiragent.agent.loop import restore
     from tiragent.agent.policy import create_policy
     from tiragent.agent.record import save_record
@@ -407,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("restore", help="restore an image or a folder with an agent over MCP")
     p.add_argument("input", type=Path, help="an image, or a folder of images")
     p.add_argument("-o", "--output", type=Path, required=True, help="output image (or folder, for a folder input)")
-    p.add_argument("--policy", default="exhaustive", help="exhaustive, fixed, oracle, random, or a Qwen-VL checkpoint folder")
+    p.add_argument("--policy", default="tir", help="tir (the shipped policy), exhaustive, fixed, oracle, random, or a Qwen-VL checkpoint folder")
     p.add_argument("--server", help="streamable-HTTP URL of a running server (default: start one over stdio)")
     p.add_argument("--trajectory", type=Path, help="write the trajectory JSON and its step thumbnails here (a folder, for a folder input)")
     p.add_argument("--report", action="store_true", help="also write report.html beside the output (see `tir-agent report`)")
@@ -427,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate policies on a benchmark folder (made by `bench make`)")
     p.add_argument("--bench", type=Path, required=True)
-    p.add_argument("--policy", action="append", required=True, help="repeat for several policies")
+    p.add_argument("--policy", action="append", help="repeat for several policies (default: tir, the shipped policy)")
     p.add_argument("--out", type=Path, help="output folder (default: BENCH/eval)")
     p.add_argument("--server", help="streamable-HTTP URL of a running server (default: start one over stdio)")
     p.add_argument("--max-steps", type=int)
@@ -438,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="restore the bundled example offline with the agent")
     p.add_argument("--input", type=Path, help="another degraded image instead of the bundled one")
     p.add_argument("--out", default="demo-output")
-    p.add_argument("--policy", default="exhaustive")
+    p.add_argument("--policy", default="tir", help="tir (the shipped policy), or any other --policy of restore")
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -12,10 +12,10 @@ done
 B=.venv/bin
 O=runs/policy
 [ -f $O/init/config.json ] || $B/python -m tiragent.agent.tiny $O/init --hidden_size 128 --layers 4 --vision_depth 2 --seed 0
-$B/tir-agent train gen-sft --clean runs/train-photos --out $O/sft-data --images "${POLICY_IMAGES:-600}" --crop 160 --workers 4 \
+$B/tir-agent train gen-sft --clean runs/train-photos --out $O/sft-data --images "${POLICY_IMAGES:-429}" --crop 160 --workers 4 \
   --degradations randomized --short_prompt --perception --search_metrics psnr --whole_view 128 --crop_view 128
 [ -f $O/sft/tir_agent_sft.json ] || $B/tir-agent train sft --data $O/sft-data --model $O/init --out $O/sft \
   --epochs "${POLICY_EPOCHS:-12}" --batch_size 8 --lr 5e-4 --warmup_ratio 0.05 --save_steps 200 --resume
 [ -f $O/rl/tir_agent_rl.json ] || $B/tir-agent train rl --init $O/sft --clean runs/train-photos --out $O/rl --degradations randomized \
-  --crop 176 --group 4 --batch 4 --steps "${POLICY_RL_STEPS:-60}" --lr 1e-5 --max_turns 4 --images 2000 --seed 1 --save_steps 10 --resume
+  --crop 176 --group 4 --batch 4 --steps "${POLICY_RL_STEPS:-50}" --lr 5e-6 --temperature 0.6 --max_turns 4 --images 2000 --seed 1 --save_steps 10 --resume
 $B/python -m tiragent.train.ship_policy --run $O/rl --out agent/weights/policy

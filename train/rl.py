@@ -173,7 +173,7 @@ def _trainer_class() -> type:
                 "image_grid_thw": torch.cat([x for e in episodes for x in e.grids]).to(device),
                 "mm_token_type_ids": (all_ids == self.sampler.image_token).long(),
             }
-            num_images = [len(e.grids) for e in episodes]
+            num_images = [sum(int(x.shape[0]) for x in e.grids) for e in episodes]  # a turn may show several images (whole view and crop)
             attention = torch.cat([prompt_mask, completion_mask], dim=1)
             keep = completion_ids.size(1)
             output: dict[str, Any] = {

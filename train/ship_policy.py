@@ -59,7 +59,7 @@ def card_markdown(card: dict[str, Any]) -> str:
                  f"recipe {json.dumps({k: sft['recipe'][k] for k in ('epochs', 'batch_size', 'lr', 'warmup_ratio')})}.")  # fmt: skip
     if rl:
         lines.append(f"- RL: {rl['steps']} GRPO steps, {rl['episodes']} episodes in {rl['minutes']} min on {rl['machine']}; "
-                     f"recipe {json.dumps({k: rl['recipe'][k] for k in ('group', 'batch', 'lr', 'kl', 'crop', 'degradations', 'max_turns')})}; "
+                     f"recipe {json.dumps({k: rl['recipe'][k] for k in ('group', 'batch', 'lr', 'temperature', 'kl', 'crop', 'degradations', 'max_turns')})}; "
                      f"final held-out evaluation {json.dumps(rl.get('final_eval') or {})}.")  # fmt: skip
     return "\n".join(lines) + "\n"
 

@@ -87,9 +87,12 @@ class QwenVLPolicy:
         max_new_tokens: int = 96,
         retries: int = 1,
         shuffle_tools: int | None = None,
+        repeat_tasks: bool = False,
     ) -> None:
         """``shuffle_tools``: a seed; each episode's tool list is then listed in another order (an ablation: a policy
-        that read its tools should not depend on their order)."""
+        that read its tools should not depend on their order). ``repeat_tasks``: allow a task that already ran to run
+        again; by default such a call ends the episode (training data uses each task at most once, as the search does,
+        so a repeat is a policy outside what it learned)."""
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -109,7 +112,7 @@ class QwenVLPolicy:
             model = PeftModel.from_pretrained(model, adapter)
         self.model = model.to(self.device).eval()
         self.views = views or read_views(checkpoint) or ViewConfig()  # as it was trained, when it says
-        self.max_new_tokens, self.retries = max_new_tokens, retries
+        self.max_new_tokens, self.retries, self.repeat_tasks = max_new_tokens, retries, repeat_tasks
         self.shuffle = random.Random(shuffle_tools) if shuffle_tools is not None else None
         self.order: list[int] | None = None
         self.messages: list[dict[str, Any]] = []
@@ -161,6 +164,8 @@ class QwenVLPolicy:
             try:
                 decision = parse_reply(reply, observation.space)
                 if isinstance(decision, Action):
+                    if not self.repeat_tasks and any(a.task == decision.task for a in self.actions):
+                        return Stop(reason=f"policy asked for {decision.task} again; stopped (each task runs once)")
                     self.actions.append(decision)
                 return decision
             except ValueError as err:
