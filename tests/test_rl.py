@@ -190,7 +190,7 @@ def wider(tmp_path_factory):
 async def test_gen_sft_then_sft_then_rl_then_restore_against_a_real_server(server, clean_dir, wider, tmp_path, astronaut):
     run = lambda args: anyio.to_thread.run_sync(main, args)  # noqa: E731 - the CLI runs its own event loop
     data, sft, rl = tmp_path / "data", tmp_path / "sft", tmp_path / "rl"
-    views = ["--whole_view", "32", "--crop_view", "32", "--short_prompt", "--perception"]  # two views per image: a whole view and a crop
+    views = ["--whole_view", "48", "--crop_view", "0", "--short_prompt"]
     assert await run(["train", "gen-sft", "--clean", str(clean_dir), "--out", str(data), "--images", "4", "--crop", "64", "--server", server,
                       "--single_ratio", "1", "--clean_ratio", "0", "--substitute_ratio", "0", "--seed", "1", *views]) == 0  # fmt: skip
     assert await run(["train", "sft", "--data", str(data), "--model", str(wider), "--out", str(sft), "--max_steps", "60",
@@ -210,7 +210,7 @@ async def test_gen_sft_then_sft_then_rl_then_restore_against_a_real_server(serve
     for key in ("reward", "episodes/tool_calls", "episodes/invalid_rate", "weights/psnr", "diversity/distinct", "eval/psnr_db"):
         assert all(key in row for row in steps), key
     episodes = [json.loads(line) for line in (rl / "episodes.jsonl").read_text().splitlines()]
-    assert len(episodes) == 2 * 2 * 4 and sum(len(e["steps"]) for e in episodes) > 0
+    assert len(episodes) == 2 * 2 * 4 and sum(len(e["steps"]) for e in episodes) > 0, [(e.get("invalid"), e.get("replies")) for e in episodes][:3]
     card = json.loads((rl / "tir_agent_rl.json").read_text())
     assert card["steps"] == 2 and card["episodes"] == 16 and card["recipe"]["group"] == "4"
 
