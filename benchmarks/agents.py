@@ -59,7 +59,9 @@ def main() -> None:
                         help="independent: the combinations made by albumentations (benchmarks/independent.py), code this project did not write")
     parser.add_argument("--groups", default="A,B,C", help="combination groups; OOD: two-degradation combinations not among the 16")
     parser.add_argument("--max-steps", type=int, help="most tool calls per image (default: each policy's own)")
-    parser.add_argument("--merge", help="add the records of an earlier run on the same --bench (docs/benchmarks/NAME.json) for the policies this run leaves out")
+    parser.add_argument("--merge", action="append", default=[],
+                        help="add the records of an earlier run on the same --bench (docs/benchmarks/NAME.json) for the policies this run leaves out; repeatable")
+    parser.add_argument("--only-merge", action="store_true", help="evaluate nothing: the table of the --merge runs' records")
     parser.add_argument("--allinone", type=Path, help="also the all-in-one baseline network (`tir-agent train allinone`), one call per image")
     args = parser.parse_args()
     policies = args.policy or ["random", "fixed", "exhaustive", "oracle"]
@@ -74,17 +76,22 @@ def main() -> None:
                 synthesis, protocol = synthesize_independent, "AgenticIR/MiO100 combinations, albumentations synthesis (benchmarks/independent.py)"
             groups = [g.strip().upper() for g in args.groups.split(",")]
             make_benchmark(args.clean, args.bench, per_combo=args.per_combo, seed=args.seed, groups=groups, synthesis=synthesis, protocol=protocol)
-    records = asyncio.run(evaluate_policies(args.bench, policies, limit=args.limit, max_steps=args.max_steps))
+    if args.only_merge:
+        policies, records = [], []
+    else:
+        records = asyncio.run(evaluate_policies(args.bench, policies, limit=args.limit, max_steps=args.max_steps))
     if args.allinone:
         records += allinone_records(args.bench, args.allinone, args.limit)
         policies = [*policies, "all-in-one"]
     merged = ""
-    if args.merge:
-        earlier = json.loads((ROOT / "docs" / "benchmarks" / f"{args.merge}.json").read_text())
-        kept = [r for r in earlier["records"] if r["policy"] not in {*policies, "input"}]
+    for name in args.merge:
+        earlier = json.loads((ROOT / "docs" / "benchmarks" / f"{name}.json").read_text())
+        have = {r["policy"] for r in records}
+        kept = [r for r in earlier["records"] if r["policy"] not in have]
         records = [*records, *kept]
-        merged = f" Records of {', '.join(sorted({r['policy'] for r in kept}))} from [{args.merge}]({args.merge}.md) (`{earlier['command']}`), same benchmark folder."
-        policies = [*policies, *sorted({r["policy"] for r in kept})]
+        taken = sorted({r["policy"] for r in kept} - {"input"})
+        merged += f" Records of {', '.join(taken)} from [{name}]({name}.md) (`{earlier['command']}`), same benchmark folder."
+        policies = [*policies, *taken]
     table = aggregate(records)
     out = ROOT / "docs" / "benchmarks" / args.name
     out.mkdir(parents=True, exist_ok=True)
