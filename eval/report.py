@@ -63,6 +63,7 @@ def plot(table: dict[str, dict[str, dict[str, float]]], path: Path) -> None:
                 ax.scatter(row["tool_calls"], row["psnr"], s=60)
                 ax.annotate(policy, (row["tool_calls"], row["psnr"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
         ax.set_title("overall" if group == "all" else f"group {group}")
+        ax.set_xscale("symlog", linthresh=1)  # 0 to 1 linear, then logarithmic: one call and the oracle's hundreds both read
         ax.set_xlabel("tool calls per image")
         ax.set_ylabel("PSNR (dB)")
         ax.grid(alpha=0.3)
