@@ -40,6 +40,8 @@ bench: install
 	$(BIN)/python -m tiragent.agent.tiny /tmp/tir-agent-tiny-qwen
 	$(BIN)/python benchmarks/agents.py --policy /tmp/tir-agent-tiny-qwen --name agents_tiny
 	$(BIN)/python benchmarks/agents.py --pairs ../shared/data/real/PolyU_noise --bench /tmp/tir-agent-polyu --name agents_polyu
+	$(BIN)/python benchmarks/agents.py --clean ../shared/data/clean/McMaster --bench /tmp/tir-agent-mcmaster --degradations independent \
+		--per-combo 3 --policy tir --policy fixed --policy exhaustive --policy oracle --policy random --name agents_mcmaster_rerun
 
 # Retrains the shipped learned tools (server/weights/) on CBSD68 with the step counts their
 # cards record (read_info(path).card["schedule"]: one command per entry, the later ones with
