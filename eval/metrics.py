@@ -103,11 +103,14 @@ class Metric:
             raise ImageError(f"{self.info.name} needs at least {self.info.min_side} px per side, the image is {image.shape[1]}x{image.shape[0]}")
         # Images are [0, 1] by contract; clipping absorbs interpolation overshoot that pyiqa would reject.
         to_tensor = lambda a: torch.from_numpy(np.clip(a, 0, 1, dtype=np.float32)).permute(2, 0, 1)[None].to(self.device)  # noqa: E731
-        with self._lock, torch.inference_mode():
-            if self.info.full_reference:
-                value = self._model(to_tensor(image), to_tensor(reference))
-            else:
-                value = self._model(to_tensor(image))
+        try:
+            with self._lock, torch.inference_mode():
+                if self.info.full_reference:
+                    value = self._model(to_tensor(image), to_tensor(reference))
+                else:
+                    value = self._model(to_tensor(image))
+        except torch.linalg.LinAlgError as err:  # NIQE's covariance of a flat image is singular
+            raise ImageError(f"{self.info.name} is undefined on this image (a flat or featureless image: {str(err).split(':')[0]})") from None
         return float(value.item())
 
 

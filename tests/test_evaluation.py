@@ -97,3 +97,24 @@ async def test_the_detector_over_mcp_keys_its_answer_by_task(tmp_path, astronaut
     assert set(result["tasks"]) == set(TASK_OF_DEGRADATION.values()) and "denoise" in result["present"]
     assert result["present"] == sorted(result["present"], key=lambda t: -result["tasks"][t])
     assert all(result["tasks"][TASK_OF_DEGRADATION[d]] == p for d, p in result["degradations"].items())
+
+
+def test_niqe_of_a_flat_image_is_a_named_error_not_a_crash():
+    from tiragent.errors import ImageError
+    from tiragent.eval.metrics import evaluate
+
+    with pytest.raises(ImageError, match="niqe is undefined on this image"):
+        evaluate(np.full((128, 128, 3), 0.5, np.float32), None, ["niqe"])
+
+
+@pytest.mark.anyio
+async def test_assess_quality_of_a_flat_image_answers_a_tool_error(tmp_path):
+    import base64
+
+    async with Client(build_server(ServerConfig(roots=[tmp_path], preview_size=0))) as client:
+        data = base64.b64encode(encode_image(np.full((128, 128, 3), 0.5, np.float32), "png")).decode()
+        image_id = (await client.call_tool("load_image", {"data": data})).structured_content["image_id"]
+        result = await client.call_tool("assess_quality", {"image_id": image_id, "metrics": ["niqe"]})
+        assert result.is_error and "niqe is undefined on this image" in result.content[0].text
+        ok = await client.call_tool("assess_quality", {"image_id": image_id, "metrics": ["piqe"]})  # the server goes on
+        assert not ok.is_error

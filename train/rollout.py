@@ -247,7 +247,10 @@ async def play(session: ToolSession, generate: Generator, processor: Any, space:
     finally:
         generate.live -= 1
     scored = await scored_id(session, current, size, prepared.clean)
-    after = await session.assess(scored, prepared.reference_id, list(settings.dimensions))
+    try:
+        after = await session.assess(scored, prepared.reference_id, list(settings.dimensions))
+    except ToolCallError as err:  # a result no metric can score (a flat image): the episode fails, the run goes on
+        episode.invalid, after = episode.invalid or f"the result cannot be scored: {err}", dict(prepared.before)
     episode.outcome = Outcome(prepared.before, after, tool_calls=len(episode.steps), invalid=bool(episode.invalid))
     episode.seconds = time.perf_counter() - started
     return episode
