@@ -38,7 +38,7 @@ def allinone_records(bench: Path, weights: Path, limit: int | None) -> list[dict
     for item in load_manifest(bench)[:limit]:
         degraded, target = read_image(bench / "input" / item.name), read_image(bench / "target" / item.name)
         started = time.perf_counter()
-        result = apply(net, degraded, target.shape)
+        result = apply(net, degraded, target)
         records.append({"policy": "all-in-one", "name": item.name, "group": item.group, "combination": "+".join(item.combination), "tool_calls": 1,
                         "seconds": round(time.perf_counter() - started, 3), "path": ["allinone"], "calls_by_cost": {"low": 1}, "learned_calls": 1,
                         **score(result, target)})  # fmt: skip

@@ -102,9 +102,10 @@ def make_benchmark(
     if not sources:
         raise ImageError(f"{clean_dir}: no image files (looked for .png, .jpg, .bmp, .tif, .webp)")
     groups = list(groups)
-    unknown = [g for g in groups if g not in COMBINATIONS and g != "OOD"]
+    known = list(dict.fromkeys(g for g, _ in all_combinations(out_of_domain=True)))
+    unknown = [g for g in groups if g not in known]
     if unknown:
-        raise ValueError(f"unknown group(s) {unknown}; the groups are {[*COMBINATIONS, 'OOD']}")
+        raise ValueError(f"unknown group(s) {unknown}; the groups are {known}")
     synthesis = synthesis or _protocol
     out_dir = Path(out_dir)
     (out_dir / "input").mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,7 @@ def test_trains_resumes_and_restores_at_the_targets_size(photos, tmp_path):
     assert card["steps"] == 4 and card["parameters"] > 1_000_000
     net = load_net(out / "allinone.safetensors").eval()
     small = np.random.default_rng(0).random((24, 24, 3), dtype=np.float32)
-    restored = apply(net, small, (96, 96, 3))  # a low-resolution input comes back at the clean size
+    restored = apply(net, small, np.zeros((96, 96, 3), np.float32))  # a low-resolution input comes back at the clean size
     assert restored.shape == (96, 96, 3) and np.isfinite(restored).all() and 0 <= restored.min() <= restored.max() <= 1
 
 

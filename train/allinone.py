@@ -17,7 +17,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -25,6 +24,7 @@ from tqdm.auto import tqdm
 
 from tiragent.errors import ParameterError
 from tiragent.eval.degradations import degrade
+from tiragent.eval.metrics import resized_to
 from tiragent.images import list_images
 from tiragent.server.nets import build_net, count_parameters, load_net, save_net
 from tiragent.train.configs import AllInOneConfig
@@ -33,13 +33,6 @@ from tiragent.train.tool_trainer import load_folder, restore
 
 CONFIG = {"width": 64, "blocks": [2, 2, 2], "unshuffle": 2}
 """dejpeg's UNet, the largest learned tool: the same parameter budget."""
-
-
-def upscaled(degraded: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """A smaller image bicubic-upscaled to ``shape`` (as the benchmark scores low-resolution inputs); else itself."""
-    if degraded.shape[:2] == tuple(shape[:2]):
-        return degraded
-    return np.clip(cv2.resize(degraded, (shape[1], shape[0]), interpolation=cv2.INTER_CUBIC), 0, 1)
 
 
 def pair(images: list[np.ndarray], names: list[str], sample: Any, patch: int, model: str) -> tuple[np.ndarray, np.ndarray]:
@@ -51,12 +44,12 @@ def pair(images: list[np.ndarray], names: list[str], sample: Any, patch: int, mo
     if rng.random() < 0.5:
         crop = np.ascontiguousarray(crop[:, ::-1])
     degraded = degrade(crop, list(sample.combination), seed=sample.seed, model=model)[0] if sample.combination else crop
-    return upscaled(degraded, crop.shape), crop
+    return resized_to(degraded, crop), crop
 
 
-def apply(net: torch.nn.Module, image: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """The network's restoration of ``image`` at the size ``shape`` (a smaller input is upscaled first)."""
-    return restore(net, upscaled(image, shape).astype(np.float32))
+def apply(net: torch.nn.Module, image: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """The network's restoration of ``image`` at the size of ``target`` (a smaller input is upscaled first, as the benchmark scores it)."""
+    return restore(net, resized_to(image, target).astype(np.float32))
 
 
 def train_allinone(config: AllInOneConfig) -> dict[str, Any]:
