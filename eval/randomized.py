@@ -286,3 +286,40 @@ def dark(image: np.ndarray, rng: np.random.Generator, variant: str | None = None
         params["photons"] = round(photons, 1)
     return np.clip(out, 0, 1).astype(np.float32), params
 
+
+
+def camera_native(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, Params]:
+    """A clean photo as a camera's own pixels show it, which is not a degradation to restore.
+
+    A camera's sensor samples finer than its optics resolve, so an unscaled crop of a real photo is smooth at
+    pixel scale (PolyU's references have a Laplacian 3-10x weaker than the downscaled training photos). Made here
+    by upscaling (x1.5-4, log-uniform; cubic, Lanczos or linear) with a little optical blur, a crop of 192-512 px and
+    an exposure of 0.7-1.0, so that a detector learns that smooth is not blurred and small is not low-resolution.
+    """
+    factor = float(np.exp(rng.uniform(math.log(1.5), math.log(4.0))))
+    interpolation = str(rng.choice(["cubic", "lanczos", "linear"]))
+    flag = {"cubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4, "linear": cv2.INTER_LINEAR}[interpolation]
+    h, w = image.shape[:2]
+    side_h, side_w = (int(rng.integers(192, 513)) for _ in range(2))
+    # upscale only the window the crop needs: the same pixels, without the cost of the whole enlarged photo
+    src_h, src_w = min(h, math.ceil(side_h / factor) + 4), min(w, math.ceil(side_w / factor) + 4)
+    y, x = int(rng.integers(0, h - src_h + 1)), int(rng.integers(0, w - src_w + 1))
+    out = cv2.resize(image[y : y + src_h, x : x + src_w], (round(src_w * factor), round(src_h * factor)), interpolation=flag)
+    out = out[: min(side_h, out.shape[0]), : min(side_w, out.shape[1])]
+    optics = float(rng.uniform(0.0, 0.6))
+    if optics > 0.05:
+        out = cv2.GaussianBlur(out, (0, 0), sigmaX=optics)
+    exposure = float(rng.uniform(0.7, 1.0))
+    params: Params = {"factor": round(factor, 3), "interpolation": interpolation, "optics": round(optics, 3), "exposure": round(exposure, 3)}
+    return np.clip(out * exposure, 0, 1).astype(np.float32), params
+
+
+def camera_noise(rng: np.random.Generator) -> Params:
+    """Parameters of the mild camera noise a camera-native photo carries: the ``camera`` variant at sigma 2-16 (log-uniform)."""
+    return {"variant": "camera", "sigma": float(np.exp(rng.uniform(math.log(2), math.log(16))))}
+
+
+def camera_file(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, Params]:
+    """The camera's own JPEG at quality 88-98: artifacts below visibility, not a degradation to restore."""
+    quality = int(rng.integers(88, 99))
+    return _jpeg(image, quality), {"quality": quality}

@@ -132,3 +132,36 @@ def test_images_far_from_the_training_set_get_probabilities_not_a_crash():
     for image in (checker, np.zeros((32, 32, 3), np.float32), np.ones((32, 32, 3), np.float32)):
         found = analyse(image, "logistic")
         assert all(0.0 <= p <= 1.0 for p in found.probabilities.values()), found.probabilities
+
+
+def test_camera_and_small_samples_are_labelled_as_what_they_carry(tmp_path) -> None:
+    from tiragent.train.detector import render_sample
+
+    write_image(textured(0, 200, 240), tmp_path / "p.png")
+    camera = [render_sample(str(tmp_path / "p.png"), seed, 0.7, 96, 2, camera_share=1.0) for seed in range(40)]
+    present = np.stack([s["present"] for s in camera])
+    noise = DEGRADATIONS.index("noise")
+    clean = present.sum(axis=1) == 0
+    noise_only = (present[:, noise] == 1) & (present.sum(axis=1) == 1)
+    assert clean.sum() >= 5 and noise_only.sum() >= 5  # most camera photos are clean or carry camera noise only
+    sigma = SEVERITIES["noise"]
+    j = list(SEVERITIES).index("noise")
+    assert all(2 - 1e-3 <= sigma.decode(s["severity"][j]) <= 16 + 1e-3 for s, only in zip(camera, noise_only) if only)
+    plain = render_sample(str(tmp_path / "p.png"), 3, 0.7, 96, None, camera_share=0.0, small_share=0.0)
+    assert plain["crops"].shape == (5, 96, 96, 3)
+
+
+def test_a_rendered_cache_is_reused_only_under_its_own_recipe(tmp_path, monkeypatch) -> None:
+    from tiragent.train import detector as module
+
+    write_image(textured(0), tmp_path / "photos" / "0.png")
+    config = module.DetectorTrainConfig(data=[tmp_path / "photos"], out=tmp_path, workers=1)
+    paths = [tmp_path / "photos" / "0.png"]
+    first = module.cached_render(tmp_path / "c.npz", paths, 4, 0, config, 2, "r")
+    calls = []
+    monkeypatch.setattr(module, "render", lambda *a, **k: calls.append(a) or first)
+    again = module.cached_render(tmp_path / "c.npz", paths, 4, 0, config, 2, "r")
+    assert not calls and all(np.array_equal(again[k], first[k]) for k in first)
+    config.camera_share = 0.5
+    module.cached_render(tmp_path / "c.npz", paths, 4, 0, config, 2, "r")
+    assert len(calls) == 1  # another recipe: rendered again, not the stale cache

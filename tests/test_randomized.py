@@ -65,3 +65,25 @@ def test_given_parameters_are_used_and_bad_ones_named(photo):
 def test_the_protocol_stays_as_it_was(photo):
     out, record = degrade(photo, ["noise"], seed=5)
     assert "variant" not in record[0]["params"] and 20 <= record[0]["params"].get("sigma", 30) <= 50
+
+
+def test_camera_native_photos_are_smooth_seeded_and_of_camera_sizes(photo):
+    import cv2
+
+    from tiragent.eval.randomized import camera_file, camera_native
+
+    def detail(image):
+        return float(cv2.Laplacian(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), cv2.CV_32F).std())
+
+    sizes, ratios = set(), []
+    for seed in range(6):
+        out, params = camera_native(photo, np.random.default_rng(seed))
+        again, _ = camera_native(photo, np.random.default_rng(seed))
+        assert np.array_equal(out, again) and out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1
+        assert 1.5 <= params["factor"] <= 4.0 and 0.7 <= params["exposure"] <= 1.0
+        assert max(out.shape[:2]) <= 512 and min(out.shape[:2]) >= min(192, min(photo.shape[:2]))
+        sizes.add(out.shape[:2])
+        ratios.append(detail(out) / detail(photo))
+    assert len(sizes) > 1 and max(ratios) < 0.7  # smoother at pixel scale than the photo it came from
+    compressed, used = camera_file(photo, np.random.default_rng(0))
+    assert 88 <= used["quality"] <= 98 and psnr(compressed, photo) > 33  # high quality: not a degradation to restore

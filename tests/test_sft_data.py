@@ -47,6 +47,29 @@ def test_the_plan_is_a_function_of_the_seed(clean_dir):
     assert make(5) != make(6)
 
 
+def test_camera_native_samples_are_clean_or_camera_noisy_and_leave_other_plans_alone(clean_dir):
+    from conftest import psnr
+
+    from tiragent.errors import TirAgentError
+    from tiragent.train.configs import GenSFTConfig
+    from tiragent.train.samples import make_pair
+
+    sources = sorted(clean_dir.iterdir())
+    without = plan(40, sources, seed=5, single_ratio=0.25, clean_ratio=0.1)
+    assert plan(40, sources, seed=5, single_ratio=0.25, clean_ratio=0.1, camera_ratio=0.0) == without
+    mixed = plan(40, sources, seed=5, single_ratio=0.25, clean_ratio=0.1, camera_ratio=0.5)
+    camera = [s for s in mixed if s.camera]
+    assert 8 <= len(camera) <= 32 and {s.combination for s in camera} == {(), ("noise",)}
+    assert all(s.tasks == (["denoise"] if s.combination else []) for s in camera)
+    for sample in camera[:4]:
+        degraded, clean = make_pair(sample, clean_dir, 64)
+        again, _ = make_pair(sample, clean_dir, 64)
+        assert degraded.shape == clean.shape == (64, 64, 3) and np.array_equal(degraded, again)
+        assert psnr(degraded, clean) > (20 if sample.combination else 30)  # mild: a camera photo, not a wreck
+    with pytest.raises(TirAgentError, match="camera_ratio"):
+        GenSFTConfig(clean=clean_dir, out=clean_dir, camera_ratio=1.5)
+
+
 def test_conversations_end_on_stop_and_their_images_are_files(dataset):
     rows = records(dataset)
     assert {r["kind"] for r in rows} >= {"searched"} and len({r["id"] for r in rows}) == len(rows)

@@ -15,6 +15,13 @@ if TYPE_CHECKING:
     from tiragent.agent.conversation import ViewConfig
 
 
+def _check_ratios(single: float, clean: float, camera: float) -> None:
+    if not 0 <= single + clean <= 1 or min(single, clean) < 0:
+        raise TirAgentError(f"--single_ratio and --clean_ratio must be shares whose sum lies in [0, 1], not {single} and {clean}")
+    if not 0 <= camera <= 1:
+        raise TirAgentError(f"--camera_ratio must lie in [0, 1], not {camera}")
+
+
 def _check_model(model: str) -> None:
     from tiragent.eval.degradations import MODELS  # imported here, on a config's creation: building the parser stays light
 
@@ -39,6 +46,9 @@ class GenSFTConfig:
     )
     single_ratio: float = field(default=0.25, metadata={"help": "Share of images with a single degradation."})
     clean_ratio: float = field(default=0.1, metadata={"help": "Share of clean images (the right answer is STOP at once)."})
+    camera_ratio: float = field(
+        default=0.0, metadata={"help": "Share of camera-native photos (smooth, their own JPEG), half clean, half with mild camera noise: what real photos look like."}
+    )
     shuffle_ratio: float = field(default=0.5, metadata={"help": "Chance that a trajectory of two or more steps gets a shuffled-order twin."})
     substitute_ratio: float = field(default=0.5, metadata={"help": "Chance that a trajectory gets a twin with one tool replaced."})
     whole_view: int = field(default=256, metadata={"help": "Longest side of the whole-image view the policy sees."})
@@ -58,8 +68,7 @@ class GenSFTConfig:
         unknown = [m for m in self.search_metrics if m not in FULL_REFERENCE]
         if not self.search_metrics or unknown:
             raise TirAgentError(f"--search_metrics takes full-reference metrics ({', '.join(FULL_REFERENCE)}), not {unknown or 'nothing'}")
-        if not 0 <= self.single_ratio + self.clean_ratio <= 1:
-            raise TirAgentError("single_ratio + clean_ratio must lie in [0, 1]")
+        _check_ratios(self.single_ratio, self.clean_ratio, self.camera_ratio)
 
     @property
     def views(self) -> ViewConfig:
@@ -107,6 +116,9 @@ class RLRunConfig:
     crop: int = field(default=256, metadata={"help": "Side of the random crop of each clean photo."})
     single_ratio: float = field(default=0.25, metadata={"help": "Share of images with a single degradation."})
     clean_ratio: float = field(default=0.1, metadata={"help": "Share of clean images (the right answer is STOP at once)."})
+    camera_ratio: float = field(
+        default=0.0, metadata={"help": "Share of camera-native photos (smooth, their own JPEG), half clean, half with mild camera noise: what real photos look like."}
+    )
     degradations: str = field(
         default="protocol", metadata={"help": "Where the training images' degradations come from: 'protocol' or 'randomized'."}
     )
@@ -125,6 +137,7 @@ class RLRunConfig:
         if self.batch < 1 or self.steps < 1 or self.max_turns < 1:
             raise TirAgentError("--batch, --steps and --max_turns must be at least 1")
         _check_model(self.degradations)
+        _check_ratios(self.single_ratio, self.clean_ratio, self.camera_ratio)
 
 
 @dataclass

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from tiragent.errors import ParameterError
 from tiragent.eval.calibration import fit_temperature, presence_scores
 from tiragent.eval.degradations import degrade
+from tiragent.eval.randomized import camera_file, camera_native, camera_noise
 from tiragent.images import list_images, read_image
 from tiragent.server.detector_net import DEGRADATIONS, SEVERITIES, DetectorNet, DetectorNetConfig, severity_of, views
 from tiragent.server.nets import count_parameters, save_net
@@ -40,6 +41,8 @@ PHYSICAL_ORDER = ["haze", "dark", "motion", "defocus", "rain", "lowres", "noise"
 """The order a camera meets degradations in (scene, optics, sensor, file); half the samples shuffle it instead."""
 COUNT_SHARES = (0.15, 0.45, 0.28, 0.12)
 """Shares of samples with 0 (clean), 1, 2 and 3 degradations."""
+CAMERA_SHARES = (0.35, 0.45, 0.20)
+"""Camera-native samples: shares left clean, given mild camera noise only (sigma 2-16), and drawn as the others are."""
 
 
 @dataclass
@@ -52,6 +55,11 @@ class DetectorTrainConfig:
     val_fraction: float = field(default=0.1, metadata={"help": "Share of the photos held out for validation."})
     train_views: int = field(default=2, metadata={"help": "Random crops stored per training sample."})
     randomized_share: float = field(default=0.7, metadata={"help": "Share of degraded samples made by the randomized model; the rest by the protocol."})
+    camera_share: float = field(
+        default=0.25,
+        metadata={"help": "Share of samples that first become camera-native photos (eval.randomized.camera_native): clean, mildly noisy, or degraded further; 0: none."},
+    )
+    small_share: float = field(default=0.15, metadata={"help": "Share of the other samples cropped to 144-320 px first, so that a small photo is not read as low-resolution."})
     steps: int = field(default=3000, metadata={"help": "Optimiser steps."})
     batch: int = field(default=64, metadata={"help": "Samples per step."})
     lr: float = field(default=2e-3, metadata={"help": "Peak learning rate (AdamW), after a linear warm-up of 5% of the steps, then cosine decay."})
@@ -71,24 +79,38 @@ def draw_degradations(rng: np.random.Generator) -> list[str]:
     return chosen
 
 
-def render_sample(path: str, seed: int, randomized_share: float, view: int, crops: int | None) -> dict[str, np.ndarray]:
+def render_sample(
+    path: str, seed: int, randomized_share: float, view: int, crops: int | None, camera_share: float = 0.0, small_share: float = 0.0
+) -> dict[str, np.ndarray]:
     """One sample of one photo: ``crops`` random crops (None: the five fixed views of inference)."""
     from tiragent.server.perception import features
 
     rng = np.random.default_rng(seed)
     image = read_image(path)
-    if rng.random() < 0.3:
+    camera = rng.random() < camera_share
+    if camera:
+        image, _ = camera_native(image, rng)
+    elif rng.random() < 0.3:
         factor = float(rng.uniform(1.0, 1.6))
         h, w = image.shape[:2]
         image = cv2.resize(image, (round(w / factor), round(h / factor)), interpolation=cv2.INTER_AREA)
+    if not camera and rng.random() < small_share:
+        h, w = image.shape[:2]
+        side_h, side_w = min(h, int(rng.integers(144, 321))), min(w, int(rng.integers(144, 321)))
+        y, x = int(rng.integers(0, h - side_h + 1)), int(rng.integers(0, w - side_w + 1))
+        image = image[y : y + side_h, x : x + side_w]
     if rng.random() < 0.5:
         image = image[:, ::-1]
     image = np.ascontiguousarray(np.rot90(image, int(rng.integers(4))) if rng.random() < 0.25 else image)
-    names = draw_degradations(rng)
-    model = "randomized" if rng.random() < randomized_share else "protocol"
+    kind = int(rng.choice(len(CAMERA_SHARES), p=CAMERA_SHARES)) if camera else 2
+    names = [] if kind == 0 else ["noise"] if kind == 1 else draw_degradations(rng)
+    model = "randomized" if kind == 1 or rng.random() < randomized_share else "protocol"
+    params = {"noise": camera_noise(rng)} if kind == 1 else None
     records: list[dict[str, Any]] = []
     if names:
-        image, records = degrade(image, names, seed=int(rng.integers(2**31)), model=model)
+        image, records = degrade(image, names, seed=int(rng.integers(2**31)), params=params, model=model)
+    if camera and "jpeg" not in names and rng.random() < 0.7:
+        image, _ = camera_file(image, rng)
     severity = np.zeros(len(SEVERITIES), np.float32)
     mask = np.zeros(len(SEVERITIES), np.float32)
     for record in records:
@@ -110,7 +132,10 @@ def render_sample(path: str, seed: int, randomized_share: float, view: int, crop
 
 def render(paths: list[Path], count: int, seed: int, config: DetectorTrainConfig, crops: int | None, desc: str) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    jobs = [(str(paths[int(rng.integers(len(paths)))]), int(rng.integers(2**31)), config.randomized_share, config.view, crops) for _ in range(count)]
+    jobs = [
+        (str(paths[int(rng.integers(len(paths)))]), int(rng.integers(2**31)), config.randomized_share, config.view, crops, config.camera_share, config.small_share)
+        for _ in range(count)
+    ]
     samples = []
     with ProcessPoolExecutor(max_workers=max(1, config.workers)) as pool:
         for sample in tqdm(pool.map(render_sample, *zip(*jobs), chunksize=16), total=count, desc=desc, unit="sample"):
@@ -118,12 +143,24 @@ def render(paths: list[Path], count: int, seed: int, config: DetectorTrainConfig
     return {key: np.stack([s[key] for s in samples]) for key in samples[0]}
 
 
-def cached_render(file: Path, *args: Any, **kwargs: Any) -> dict[str, np.ndarray]:
+RENDER_FIELDS = ("randomized_share", "camera_share", "small_share", "view", "train_views", "seed", "data")
+"""The recipe fields a rendered cache depends on: a cache made under others is rendered again."""
+
+
+def render_key(config: DetectorTrainConfig, count: int) -> str:
+    recipe = asdict(config)
+    return json.dumps({"count": count, **{k: str(recipe[k]) if k == "data" else recipe[k] for k in RENDER_FIELDS}}, sort_keys=True, default=str)
+
+
+def cached_render(file: Path, paths: list[Path], count: int, seed: int, config: DetectorTrainConfig, crops: int | None, desc: str) -> dict[str, np.ndarray]:
+    key = render_key(config, count)
     if file.is_file():
         with np.load(file) as data:
-            return {k: data[k] for k in data.files}
-    data = render(*args, **kwargs)
-    np.savez(file, **data)
+            if "recipe" in data.files and str(data["recipe"]) == key:
+                return {k: data[k] for k in data.files if k != "recipe"}
+        print(f"{file} was rendered under another recipe: rendering again")
+    data = render(paths, count, seed, config, crops, desc)
+    np.savez(file, recipe=np.array(key), **data)
     return data
 
 

@@ -281,7 +281,7 @@ def train_rl(config: RLRunConfig, reward_config: RewardConfig | None = None) -> 
             log.unlink(missing_ok=True)
         else:
             _trim_log(log, int(checkpoint.name.split("-")[1]))
-    samples = plan(config.images, sources, seed=config.seed, single_ratio=config.single_ratio, clean_ratio=config.clean_ratio)
+    samples = plan(config.images, sources, seed=config.seed, single_ratio=config.single_ratio, clean_ratio=config.clean_ratio, camera_ratio=config.camera_ratio)
     held_out = plan(config.eval_images, held_out_sources, seed=config.seed + 1, single_ratio=0.25, clean_ratio=0.1) if held_out_sources else []
     rows = [{"index": s.index, "source": s.source, "combination": list(s.combination), "seed": s.seed} for s in samples]
     args = GRPOConfig(

@@ -2,7 +2,9 @@
 
 A sample is a pure function of a seed, so a run (and its resume) makes the same images: a random
 crop of a clean photo degraded with one of the benchmark protocol's 16 combinations, a single
-degradation, or nothing (so that the policy learns to stop at once).
+degradation, or nothing (so that the policy learns to stop at once); or a camera-native photo
+(``eval.randomized.camera_native``), clean or with mild camera noise, so that the policy learns what a
+real photo that needs little or nothing looks like.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 
 from tiragent.eval.bench import all_combinations
 from tiragent.eval.degradations import degrade, get_degradation
+from tiragent.eval.randomized import camera_file, camera_native, camera_noise
 from tiragent.images import read_image
 
 
@@ -26,6 +29,8 @@ class Sample:
     source: str
     combination: tuple[str, ...]
     seed: int
+    camera: bool = False
+    """A camera-native photo: smooth at pixel scale, its own JPEG; clean or with camera noise (``combination``)."""
 
     @property
     def tasks(self) -> list[str]:
@@ -33,13 +38,19 @@ class Sample:
         return [get_degradation(d).task for d in self.combination]
 
 
-def plan(count: int, sources: list[Path], *, seed: int, single_ratio: float, clean_ratio: float) -> list[Sample]:
-    """``count`` samples, a pure function of the arguments: the same seed, the same images."""
+def plan(count: int, sources: list[Path], *, seed: int, single_ratio: float, clean_ratio: float, camera_ratio: float = 0.0) -> list[Sample]:
+    """``count`` samples, a pure function of the arguments: the same seed, the same images. ``camera_ratio``: the share
+    of camera-native photos, half of them clean and half with camera noise (0 draws nothing for it, so plans made
+    without it stay as they were)."""
     rng = random.Random(seed)
     combos = [combo for _, combo in all_combinations()]
     singles = sorted({name for combo in combos for name in combo})
     samples = []
     for i in range(count):
+        if camera_ratio > 0 and rng.random() < camera_ratio:
+            noisy = rng.random() < 0.5
+            samples.append(Sample(i, sources[rng.randrange(len(sources))].name, ("noise",) if noisy else (), rng.randrange(2**31), camera=True))
+            continue
         draw = rng.random()
         if draw < clean_ratio:
             combination: tuple[str, ...] = ()
@@ -56,9 +67,14 @@ def make_pair(sample: Sample, folder: Path, crop: int, model: str = "protocol") 
     training model (``tiragent.eval.degradations.MODELS``)."""
     clean = read_image(Path(folder) / sample.source)
     rng = np.random.default_rng(sample.seed)
+    if sample.camera:
+        clean, _ = camera_native(clean, rng)
     h, w = clean.shape[:2]
     side = min(crop, h, w)
     top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
     clean = np.ascontiguousarray(clean[top : top + side, left : left + side])
+    if sample.camera:
+        degraded, _ = degrade(clean, list(sample.combination), seed=sample.seed, params={"noise": camera_noise(rng)}, model="randomized")
+        return (camera_file(degraded, rng)[0] if rng.random() < 0.7 else degraded), clean
     degraded, _ = degrade(clean, list(sample.combination), seed=sample.seed, model=model) if sample.combination else (clean, [])
     return degraded, clean

@@ -149,7 +149,7 @@ async def _one(session: ToolSession, sample: Sample, config: GenSFTConfig, space
         stem = f"{sample.index:06d}_{kind}"
         messages, images = await conversation(session, trajectory, degraded, config.views, config.out / "images", stem, config.out)
         records.append({
-            "id": stem, "kind": kind, "combination": list(sample.combination), "source": sample.source, "seed": sample.seed,
+            "id": stem, "kind": kind, "combination": list(sample.combination), "camera": sample.camera, "source": sample.source, "seed": sample.seed,
             "trajectory": [f"{s.task}.{s.model}" for s in trajectory.path()], "search_calls": calls,
             "gain": await gains(session, trajectory, before, reference_id), "messages": messages, "images": images,
         })  # fmt: skip
@@ -175,7 +175,7 @@ async def generate(config: GenSFTConfig) -> dict[str, Any]:
     (config.out / "images").mkdir(exist_ok=True)
     data = config.out / "data.jsonl"
     done = done_indices(data)
-    samples = plan(config.images, sources, seed=config.seed, single_ratio=config.single_ratio, clean_ratio=config.clean_ratio)
+    samples = plan(config.images, sources, seed=config.seed, single_ratio=config.single_ratio, clean_ratio=config.clean_ratio, camera_ratio=config.camera_ratio)
     todo = [s for s in samples if s.index not in done]
     async with open_session(config.server, device=config.device) as session:
         space = await session.action_space()
@@ -217,7 +217,7 @@ def dataset_card(config: GenSFTConfig, data: Path) -> dict[str, Any]:
         "images": len(searched),
         "failed_images": len((config.out / "failed.jsonl").read_text().splitlines()) if (config.out / "failed.jsonl").is_file() else 0,
         "kinds": dict(Counter(r["kind"] for r in records)),
-        "per_combination": dict(sorted(Counter("+".join(r["combination"]) or "clean" for r in searched).items())),
+        "per_combination": dict(sorted(Counter(("camera " if r.get("camera") else "") + ("+".join(r["combination"]) or "clean") for r in searched).items())),
         "searched_gain_psnr_db": mean([r["gain"]["psnr"] for r in searched]),
         "searched_gain_score": mean([r["gain"]["score"] for r in searched]),
         "search_calls_per_trajectory": mean([r["search_calls"] for r in searched]),
