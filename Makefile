@@ -81,8 +81,8 @@ weights-randomized: install
 # 8,000 renders of the 511 training photos, 2,500 steps; about 40 minutes on a 2-core CPU. Resumable (--resume).
 detector: install
 	$(BIN)/tir-agent train detector --data ../shared/data/clean/CBSD432 ../shared/data/clean/CSun_Hays80_half \
-		--out runs/detector --samples 8000 --val_samples 800 --steps 2500 --batch 64 --resume
-	cp runs/detector/detector_net.safetensors server/weights/detector_net.safetensors
+		--out runs/detector-v2 --samples 8000 --val_samples 800 --steps 2500 --batch 64 --resume
+	cp runs/detector-v2/detector_net.safetensors server/weights/detector_net.safetensors
 
 # The shipped policy (agent/weights/policy/) from its recipe (train/policy_recipe.sh; the card in agent/weights/policy/card.md
 # records data size, steps, learning rates, minutes and machine). About two hours on a 2-core CPU; resumable (rerun it).

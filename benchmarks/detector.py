@@ -8,12 +8,16 @@ Four sets, built here from seeds (nothing is read from a benchmark folder):
 - ``independent``: the same combinations made by albumentations (``benchmarks/independent.py``)
   on McMaster and the last 34 CBSD68 images, plus each image clean;
 - ``levin``: real camera-shake blur (the eight Levin et al. 2009 kernels) on the same images;
-- ``polyu``: real camera noise, PolyU's 50 noisy photos (noise present) and their clean means (nothing).
+- ``polyu``: real camera noise, PolyU's 50 noisy photos (noise present) and their clean means (nothing);
+- ``small``: clean crops of 144-320 px of the unseen images (nothing: a small photo is not a low-resolution one).
 
 Per detector: exact-set accuracy, accuracy per degradation (threshold 0.5), expected calibration
 error over all eight probabilities, a reliability diagram, and severity errors where the truth is known.
 
-    python benchmarks/detector.py [--detectors learned logistic]
+    python benchmarks/detector.py [--detectors learned logistic before=runs/detector/detector_net.safetensors]
+
+A detector is ``logistic``, ``learned`` (the shipped weights, or ``--weights``), or ``LABEL=WEIGHTS``: the learned
+detector with other weights, under that label.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ def build_sets(clean: Path, mcmaster: Path, polyu: Path, kernels: Path) -> dict[
     held_cbsd = list_images(clean)[34:]
     unseen = list_images(mcmaster) + held_cbsd
     combos = [combo for _, combo in all_combinations()]
-    sets: dict[str, list[dict]] = {"dev": [], "independent": [], "levin": [], "polyu": []}
+    sets: dict[str, list[dict]] = {"dev": [], "independent": [], "levin": [], "polyu": [], "small": []}
     for i, path in enumerate(tqdm(held_cbsd, desc="dev set", unit="img")):
         image = read_image(path)
         sets["dev"].append(sample(image, ()))
@@ -68,6 +72,10 @@ def build_sets(clean: Path, mcmaster: Path, polyu: Path, kernels: Path) -> dict[
             sets["independent"].append(sample(out, combo))
         blurred = np.clip(cv2.filter2D(image, -1, levin[i % len(levin)], borderType=cv2.BORDER_REFLECT), 0, 1)
         sets["levin"].append(sample(blurred, ("motion",)))
+        rng = np.random.default_rng(500 + i)
+        side_h, side_w = (min(n, int(rng.integers(144, 321))) for n in image.shape[:2])
+        y, x = int(rng.integers(0, image.shape[0] - side_h + 1)), int(rng.integers(0, image.shape[1] - side_w + 1))
+        sets["small"].append(sample(image[y : y + side_h, x : x + side_w], ()))
     for noisy, target in zip(list_images(polyu / "input"), list_images(polyu / "target")):
         a, b = read_image(noisy), read_image(target)
         sets["polyu"].append(sample(a, ("noise",), {"noise": float((a - b).std() * 255)}))
@@ -110,6 +118,18 @@ def plot(results: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def resolve(entry: str, weights: Path | None) -> tuple[str, tuple[str, Path | None]]:
+    """``logistic``, ``learned`` (``weights`` or the shipped ones) or ``LABEL=WEIGHTS``: (label, (detector, weights))."""
+    if "=" in entry:
+        label, path = entry.split("=", 1)
+        if not Path(path).is_file():
+            raise SystemExit(f"--detectors {entry}: no weights file at {path}")
+        return label, ("learned", Path(path))
+    if entry not in ("learned", "logistic"):
+        raise SystemExit(f"--detectors takes learned, logistic or LABEL=WEIGHTS, not {entry!r}")
+    return entry, (entry, weights if entry == "learned" else None)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--detectors", nargs="+", default=["learned", "logistic"])
@@ -118,13 +138,16 @@ def main() -> None:
     parser.add_argument("--mcmaster", type=Path, default=SHARED_DATA / "clean" / "McMaster")
     parser.add_argument("--polyu", type=Path, default=SHARED_DATA / "real" / "PolyU_noise")
     parser.add_argument("--kernels", type=Path, default=SHARED_DATA / "blur_kernels")
+    parser.add_argument("--name", default="detector", help="report name under docs/benchmarks")
     args = parser.parse_args()
+    chosen = dict(resolve(d, args.weights) for d in args.detectors)
     sets = build_sets(args.clean, args.mcmaster, args.polyu, args.kernels)
     for rows in sets.values():
         for r in tqdm(rows, desc="detect", unit="img", leave=False):
-            for detector in args.detectors:
-                found = analyse(r["image"], detector, args.weights if detector == "learned" else None)
-                r[detector] = {"p": found.probabilities, "s": found.severity}
+            for label, (detector, weights) in chosen.items():
+                found = analyse(r["image"], detector, weights)
+                r[label] = {"p": found.probabilities, "s": found.severity}
+    args.detectors = list(chosen)
     results = {d: {name: score(rows, d) for name, rows in sets.items()} for d in args.detectors}
     lines = [
         "Sets built from seeds by this script; none of their images was used to train either detector. Threshold 0.5.\n",
@@ -143,18 +166,19 @@ def main() -> None:
                 fa = "-" if r["false_alarm"][n] is None else f"{r['false_alarm'][n]:.2f}"
                 cells.append(f"{r['accuracy'][n]:.3f} ({recall} / {fa})")
             lines.append(f"| {n} | " + " | ".join(cells) + " |")
-    lines += ["\n### Severity (learned detector; mean absolute error, mean true value, samples)\n", "| set | degradation | unit | MAE | mean truth | n |", "|---|---|---|---:|---:|---:|"]
-    if "learned" in results:
-        for name in sets:
-            for n, (mae, mean, count) in results["learned"][name]["severity_mae"].items():
-                lines.append(f"| {name} | {n} | {SEVERITIES[n].unit} | {mae:.2f} | {mean:.2f} | {count} |")
-    figure = ROOT / "docs" / "benchmarks" / "detector_reliability.png"
+    lines += ["\n### Severity (learned detectors; mean absolute error, mean true value, samples)\n", "| detector | set | degradation | unit | MAE | mean truth | n |", "|---|---|---|---|---:|---:|---:|"]
+    for label, (detector, _) in chosen.items():
+        if detector == "learned":
+            for name in sets:
+                for n, (mae, mean, count) in results[label][name]["severity_mae"].items():
+                    lines.append(f"| {label} | {name} | {n} | {SEVERITIES[n].unit} | {mae:.2f} | {mean:.2f} | {count} |")
+    figure = ROOT / "docs" / "benchmarks" / f"{args.name}_reliability.png"
     plot(results, figure)
     lines.append(f"\nReliability diagrams: [{figure.name}]({figure.name}).")
     markdown = "\n".join(lines) + "\n"
     print(markdown)
     summary = {d: {name: {k: v for k, v in r.items() if k != "reliability"} for name, r in by.items()} for d, by in results.items()}
-    print("written to", write_report("detector", markdown, {"results": summary}))
+    print("written to", write_report(args.name, markdown, {"results": summary}))
 
 
 if __name__ == "__main__":

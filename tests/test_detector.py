@@ -165,3 +165,13 @@ def test_a_rendered_cache_is_reused_only_under_its_own_recipe(tmp_path, monkeypa
     config.camera_share = 0.5
     module.cached_render(tmp_path / "c.npz", paths, 4, 0, config, 2, "r")
     assert len(calls) == 1  # another recipe: rendered again, not the stale cache
+
+
+def test_resuming_under_another_recipe_is_refused(trained) -> None:
+    from dataclasses import replace
+
+    from tiragent.train.detector import train_detector
+
+    _, config = trained
+    with pytest.raises(ParameterError, match="another recipe.*lr"):
+        train_detector(replace(config, lr=config.lr * 2, resume=True))

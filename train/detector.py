@@ -208,6 +208,11 @@ def summarize(probabilities: np.ndarray, present: np.ndarray, severity: np.ndarr
     return out
 
 
+def card_recipe(config: DetectorTrainConfig) -> dict[str, Any]:
+    """The settings that make the weights what they are (not where they are written, nor whether the run resumed)."""
+    return {k: (str(v) if isinstance(v, Path) else [str(x) for x in v] if isinstance(v, list) else v) for k, v in asdict(config).items() if k not in ("resume", "out", "weights")}
+
+
 def train_detector(config: DetectorTrainConfig) -> Path:
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
@@ -226,8 +231,12 @@ def train_detector(config: DetectorTrainConfig) -> Path:
     )
     step, log = 0, []
     checkpoint = out / "last.pt"
+    recipe = card_recipe(config)
     if config.resume and checkpoint.is_file():
         state = torch.load(checkpoint, weights_only=False)
+        if state.get("recipe", recipe) != recipe:
+            changed = sorted(k for k in recipe if state["recipe"].get(k) != recipe[k])
+            raise ParameterError(f"{checkpoint} was trained under another recipe ({', '.join(changed)} differ): use another --out, or delete it to start again")
         net.load_state_dict(state["net"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
@@ -253,7 +262,7 @@ def train_detector(config: DetectorTrainConfig) -> Path:
             log.append({"step": step, "presence_loss": round(float(presence_loss), 4), "severity_loss": round(float(severity_loss), 5)})
             bar.set_postfix(presence=f"{float(presence_loss):.3f}", severity=f"{float(severity_loss):.4f}")
         if step % 500 == 0 or step == config.steps:
-            torch.save({"net": net.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "step": step, "log": log}, checkpoint)
+            torch.save({"net": net.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "step": step, "log": log, "recipe": recipe}, checkpoint)
     bar.close()
     net.eval()
     logits, severity = predict_set(net, val)
@@ -267,7 +276,7 @@ def train_detector(config: DetectorTrainConfig) -> Path:
         "data": [str(d) for d in config.data],
         "train_photos": len(train_photos),
         "validation_photos": len(val_photos),
-        "recipe": {k: (str(v) if isinstance(v, Path) else [str(x) for x in v] if isinstance(v, list) else v) for k, v in asdict(config).items() if k not in ("resume", "out", "weights")},
+        "recipe": recipe,
         "temperatures": dict(zip(DEGRADATIONS, (round(t, 4) for t in temperatures))),
         "validation_uncalibrated": before,
         "validation": after,
