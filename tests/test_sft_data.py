@@ -60,6 +60,7 @@ def test_camera_native_samples_are_clean_or_camera_noisy_and_leave_other_plans_a
     mixed = plan(40, sources, seed=5, single_ratio=0.25, clean_ratio=0.1, camera_ratio=0.5)
     camera = [s for s in mixed if s.camera]
     assert 8 <= len(camera) <= 32 and {s.combination for s in camera} == {(), ("noise",)}
+    assert all(a == b for a, b in zip(mixed, without) if not a.camera)  # the other indices keep their samples
     assert all(s.tasks == (["denoise"] if s.combination else []) for s in camera)
     for sample in camera[:4]:
         degraded, clean = make_pair(sample, clean_dir, 64)
@@ -133,3 +134,19 @@ def test_a_conversation_renders_with_the_policys_template(dataset, checkpoint):
     assert out.count("<|image_pad|>") == len(images) and out.count('<tool_call>\n{"name": "') == len(row["trajectory"])
     encoded = processor(text=[out], images=images, return_tensors="pt")
     assert encoded["input_ids"].shape[1] > 0 and encoded["pixel_values"].shape[0] > 0
+
+
+def test_an_earlier_runs_searches_are_replayed_not_searched_again(dataset, clean_dir, tmp_path, capsys):
+    out = tmp_path / "again"
+    before = {r["id"]: r for r in records(dataset) if r["kind"] == "searched"}
+    assert main(["train", "gen-sft", "--clean", str(clean_dir), "--out", str(out), "--images", str(len(before) + 1), *ARGS, "--reuse_search", str(dataset)]) == 0
+    after = {r["id"]: r for r in records(out) if r["kind"] == "searched"}
+    assert set(before) < set(after)  # one more image: new, and searched
+    for key, r in after.items():
+        assert r["reused_search"] == (key in before)
+        if key in before:
+            assert r["trajectory"] == before[key]["trajectory"] and r["search_calls"] == before[key]["search_calls"]
+            assert r["gain"]["psnr"] == pytest.approx(before[key]["gain"]["psnr"], abs=1e-4)
+    assert json.loads((out / "card.json").read_text())["reused_searches"] == len(before)
+    assert main(["train", "gen-sft", "--clean", str(clean_dir), "--out", str(tmp_path / "other"), *ARGS, "--crop", "48", "--reuse_search", str(dataset)]) == 2
+    assert "other crop" in capsys.readouterr().err

@@ -60,6 +60,10 @@ class GenSFTConfig:
         metadata={"help": "Full-reference metrics the search maximises (the mean of their normalised values); psnr alone is several times faster."},
     )
     device: str = field(default="auto", metadata={"help": "Device of the stdio server this starts."})
+    reuse_search: Path | None = field(
+        default=None,
+        metadata={"help": "An earlier gen-sft folder made with the same crop, degradations and search metrics: an image it searched is replayed along its path instead of searched again (its views, perception and twins are made anew)."},
+    )
 
     def __post_init__(self) -> None:
         _check_model(self.degradations)

@@ -39,18 +39,16 @@ class Sample:
 
 
 def plan(count: int, sources: list[Path], *, seed: int, single_ratio: float, clean_ratio: float, camera_ratio: float = 0.0) -> list[Sample]:
-    """``count`` samples, a pure function of the arguments: the same seed, the same images. ``camera_ratio``: the share
-    of camera-native photos, half of them clean and half with camera noise (0 draws nothing for it, so plans made
-    without it stay as they were)."""
-    rng = random.Random(seed)
+    """``count`` samples, a pure function of the arguments: the same seed, the same images.
+
+    ``camera_ratio``: the share of camera-native photos, half of them clean and half with camera noise. They are drawn
+    from a stream of their own and take the place of the samples at their indices, so every other index keeps the
+    sample a plan without them has (an earlier run's searches stay reusable: gen-sft's ``--reuse_search``)."""
+    rng, camera_rng = random.Random(seed), random.Random(f"camera-{seed}")
     combos = [combo for _, combo in all_combinations()]
     singles = sorted({name for combo in combos for name in combo})
     samples = []
     for i in range(count):
-        if camera_ratio > 0 and rng.random() < camera_ratio:
-            noisy = rng.random() < 0.5
-            samples.append(Sample(i, sources[rng.randrange(len(sources))].name, ("noise",) if noisy else (), rng.randrange(2**31), camera=True))
-            continue
         draw = rng.random()
         if draw < clean_ratio:
             combination: tuple[str, ...] = ()
@@ -58,7 +56,11 @@ def plan(count: int, sources: list[Path], *, seed: int, single_ratio: float, cle
             combination = (rng.choice(singles),)
         else:
             combination = rng.choice(combos)
-        samples.append(Sample(i, sources[rng.randrange(len(sources))].name, combination, rng.randrange(2**31)))
+        sample = Sample(i, sources[rng.randrange(len(sources))].name, combination, rng.randrange(2**31))
+        if camera_ratio > 0 and camera_rng.random() < camera_ratio:
+            noisy = camera_rng.random() < 0.5
+            sample = Sample(i, sources[camera_rng.randrange(len(sources))].name, ("noise",) if noisy else (), camera_rng.randrange(2**31), camera=True)
+        samples.append(sample)
     return samples
 
 

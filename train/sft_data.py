@@ -131,16 +131,52 @@ async def gains(session: ToolSession, trajectory: Any, before: dict[str, float],
     return {"psnr": after["psnr"] - before["psnr"], "score": mean_normalized(after, FULL_REFERENCE) - mean_normalized(before, FULL_REFERENCE)}
 
 
-async def _one(session: ToolSession, sample: Sample, config: GenSFTConfig, space: ActionSpace) -> list[dict[str, Any]]:
+SearchKey = tuple[str, int, tuple[str, ...], bool]
+REUSE_FIELDS = ("crop", "degradations", "search_metrics")
+"""What a reused search must share with this run for its paths to be this run's searches."""
+
+
+def search_key(sample: Sample) -> SearchKey:
+    return sample.source, sample.seed, tuple(sample.combination), sample.camera
+
+
+def earlier_searches(folder: Path, config: GenSFTConfig) -> dict[SearchKey, tuple[list[tuple[str, str]], int]]:
+    """The searched path and its search's call count of every image in an earlier gen-sft folder, by sample."""
+    card_file, data = folder / "card.json", folder / "data.jsonl"
+    if not card_file.is_file() or not data.is_file():
+        raise TirAgentError(f"--reuse_search {folder}: not a finished gen-sft folder (no card.json or data.jsonl)")
+    earlier = json.loads(card_file.read_text())["config"]
+    ours = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}
+    differ = [k for k in REUSE_FIELDS if earlier.get(k) != ours[k]]
+    if differ:
+        raise TirAgentError(f"--reuse_search {folder} was made with other {', '.join(differ)} ({', '.join(f'{k}={earlier.get(k)!r}' for k in differ)}): its searches are not this run's")
+    found = {}
+    for line in data.read_text().splitlines():
+        r = json.loads(line) if line.strip() else None
+        if r and r["kind"] == "searched":
+            path = [tuple(step.split(".", 1)) for step in r["trajectory"]]
+            found[(r["source"], r["seed"], tuple(r["combination"]), bool(r.get("camera", False)))] = (path, r["search_calls"])
+    return found
+
+
+async def _one(
+    session: ToolSession, sample: Sample, config: GenSFTConfig, space: ActionSpace, reuse: dict[SearchKey, tuple[list[tuple[str, str]], int]] | None = None
+) -> list[dict[str, Any]]:
     degraded, clean = make_pair(sample, config.clean, config.crop, config.degradations)
-    search = OraclePolicy(metric=tuple(config.search_metrics))
-    _, searched = await restore(session, degraded, search, reference=clean, known_tasks=sample.tasks, name=f"{sample.index:06d}")
+    earlier = (reuse or {}).get(search_key(sample))
+    if earlier is not None:  # the search's path, replayed: the same steps and images, without the search's calls
+        _, searched = await restore(session, degraded, Replay(earlier[0]), name=f"{sample.index:06d}")
+        search_calls = earlier[1]
+    else:
+        search = OraclePolicy(metric=tuple(config.search_metrics))
+        _, searched = await restore(session, degraded, search, reference=clean, known_tasks=sample.tasks, name=f"{sample.index:06d}")
+        search_calls = len(searched.steps)
     reference_id = await session.load(clean)
     # the input's metrics, once for every trajectory of the image (a smaller input is scored upscaled)
     before = await session.assess(await session.load(resized_to(degraded, clean)), reference_id, list(FULL_REFERENCE))
     path = [(s.task, s.model) for s in searched.path()]
     rng = random.Random(sample.seed)
-    runs = [("searched", searched, len(searched.steps))]
+    runs = [("searched", searched, search_calls)]
     for kind, steps in perturbations(path, space, rng, config):
         _, replayed = await restore(session, degraded, Replay(steps), name=f"{sample.index:06d}-{kind}")
         runs.append((kind, replayed, len(steps)))
@@ -152,6 +188,7 @@ async def _one(session: ToolSession, sample: Sample, config: GenSFTConfig, space
             "id": stem, "kind": kind, "combination": list(sample.combination), "camera": sample.camera, "source": sample.source, "seed": sample.seed,
             "trajectory": [f"{s.task}.{s.model}" for s in trajectory.path()], "search_calls": calls,
             "gain": await gains(session, trajectory, before, reference_id), "messages": messages, "images": images,
+            "reused_search": kind == "searched" and earlier is not None,
         })  # fmt: skip
     return records
 
@@ -177,6 +214,7 @@ async def generate(config: GenSFTConfig) -> dict[str, Any]:
     done = done_indices(data)
     samples = plan(config.images, sources, seed=config.seed, single_ratio=config.single_ratio, clean_ratio=config.clean_ratio, camera_ratio=config.camera_ratio)
     todo = [s for s in samples if s.index not in done]
+    reuse = earlier_searches(config.reuse_search, config) if config.reuse_search else None
     async with open_session(config.server, device=config.device) as session:
         space = await session.action_space()
         (config.out / "tools.json").write_text(json.dumps(tool_schemas(space, short=config.short_prompt), indent=1))
@@ -187,7 +225,7 @@ async def generate(config: GenSFTConfig) -> dict[str, Any]:
         async def worker(sample: Sample) -> None:
             async with slots:
                 try:
-                    records = await _one(session, sample, config, space)
+                    records = await _one(session, sample, config, space, reuse)
                 except ToolCallError as err:  # one image's failing call costs that image, not the run (a dead server still ends it)
                     records = []
                     with (config.out / "failed.jsonl").open("a") as f:
@@ -221,6 +259,7 @@ def dataset_card(config: GenSFTConfig, data: Path) -> dict[str, Any]:
         "searched_gain_psnr_db": mean([r["gain"]["psnr"] for r in searched]),
         "searched_gain_score": mean([r["gain"]["score"] for r in searched]),
         "search_calls_per_trajectory": mean([r["search_calls"] for r in searched]),
+        "reused_searches": sum(bool(r.get("reused_search")) for r in searched),
         "steps_per_trajectory": mean([len(r["trajectory"]) for r in records]),
         "distinct_trajectories": int(spread["distinct"]),
         "order_diversity": spread["order"],
@@ -233,7 +272,8 @@ def card_markdown(card: dict[str, Any]) -> str:
         "# SFT data card", "",
         f"{card['conversations']} conversations from {card['images']} images ({', '.join(f'{k} {v}' for k, v in card['kinds'].items())}).", "",
         f"- Searched trajectories gain {card['searched_gain_psnr_db']:.2f} dB PSNR and {card['searched_gain_score']:.3f} in the full-reference "
-        f"score over their input, with {card['search_calls_per_trajectory']:.1f} search calls each and {card['steps_per_trajectory']:.2f} steps per trajectory.",
+        f"score over their input, with {card['search_calls_per_trajectory']:.1f} search calls each and {card['steps_per_trajectory']:.2f} steps per trajectory"
+        + (f"; {card['reused_searches']} of the searches were made by an earlier run (--reuse_search) and replayed here." if card.get("reused_searches") else "."),
         f"- Diversity: {card['distinct_trajectories']} distinct trajectories; order diversity {card['order_diversity']:.2f} (share of task sets of two "
         f"or more seen in more than one order); tool diversity {card['tool_diversity']:.2f} (share of task sequences seen with more than one choice of tools).",
         "", "| combination | images |", "|---|---:|", *(f"| {k} | {v} |" for k, v in card["per_combination"].items()), "",
