@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from tiragent.agent.session import ActionSpace, ToolSession
+from tiragent.errors import TirAgentError
 
 SYSTEM = (
     "You restore degraded photos one step at a time. Look at the image, call one restoration tool, look at the "
@@ -48,6 +49,14 @@ class ViewConfig:
         default=False,
         metadata={"help": "Add the server's detect_degradations reading of the photo to the task prompt, as text (for small policies, whose own vision is weak)."},
     )
+    detector: str = field(
+        default="",
+        metadata={"help": "Which detector gives that reading: 'logistic', 'learned', or '' (the server's own); a policy reads with the one it was trained with."},
+    )
+
+    def __post_init__(self) -> None:
+        if self.detector not in ("", "logistic", "learned"):
+            raise TirAgentError(f"views: detector {self.detector!r} is not 'logistic', 'learned' or '' (the server's)")
 
 
 def write_views(folder: str | Path, views: ViewConfig) -> None:
@@ -128,7 +137,7 @@ def perception_text(found: dict[str, Any], floor: float = 0.2) -> str:
 
 async def perceived(session: ToolSession, image_id: str, views: ViewConfig) -> str:
     """What the task prompt says of the photo besides the images: the detector's reading, when ``views.perception``."""
-    return perception_text(await session.perceive(image_id)) if views.perception else ""
+    return perception_text(await session.perceive(image_id, views.detector or None)) if views.perception else ""
 
 
 def call_turn(task: str, arguments: dict[str, Any]) -> dict[str, Any]:

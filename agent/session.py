@@ -151,9 +151,11 @@ class ToolSession:
         """Probability that each degradation is present, keyed by the task that removes it."""
         return (await self.perceive(image_id))["tasks"]
 
-    async def perceive(self, image_id: str) -> dict[str, Any]:
-        """The detector's whole answer: ``tasks`` (probability per task), ``severity`` (per degradation), ``detector``."""
-        return (await self._call("detect_degradations", {"image_id": image_id})).structured_content
+    async def perceive(self, image_id: str, detector: str | None = None) -> dict[str, Any]:
+        """The detector's whole answer: ``tasks`` (probability per task), ``severity`` (per degradation), ``detector``.
+        ``detector``: 'logistic' or 'learned' (None: the server's own choice)."""
+        arguments = {"image_id": image_id, **({"detector": detector} if detector else {})}
+        return (await self._call("detect_degradations", arguments)).structured_content
 
 
 @asynccontextmanager

@@ -336,7 +336,12 @@ def build_server(config: ServerConfig | None = None, pool_config: PoolConfig | N
     @tool(annotations=ToolAnnotations(read_only_hint=True))
     @reports_errors
     async def detect_degradations(
-        ctx: Context, image_id: Annotated[str, Field(description="Id of the image to examine.")]
+        ctx: Context,
+        image_id: Annotated[str, Field(description="Id of the image to examine.")],
+        detector: Annotated[
+            Literal["logistic", "learned"] | None,
+            Field(description="Which detector answers: 'logistic' (image statistics) or 'learned' (CNN with severities); default: the server's (--detector)."),
+        ] = None,
     ) -> Degradations:
         """Which of the eight degradations (noise, motion blur, defocus blur, rain, haze, JPEG, low resolution, low light) the image shows, with calibrated probabilities keyed by the task that removes each, and the strength of those present (noise sigma, blur size, JPEG quality, downscale factor). Treat it as a hint: docs/benchmarks/detector.md has its accuracy on images it never saw."""
         from tiragent.server.perception import analyse
@@ -344,7 +349,7 @@ def build_server(config: ServerConfig | None = None, pool_config: PoolConfig | N
 
         state = state_of(ctx)
         image = await anyio.to_thread.run_sync(state.store.get, image_id)
-        found = await anyio.to_thread.run_sync(analyse, image, state.config.detector, state.config.detector_weights)
+        found = await anyio.to_thread.run_sync(analyse, image, detector or state.config.detector, state.config.detector_weights)
         probabilities = found.probabilities
         tasks = {TASK_OF_DEGRADATION[name]: round(p, 4) for name, p in probabilities.items()}
         present = sorted((t for t, p in tasks.items() if p > 0.5), key=lambda t: -tasks[t])

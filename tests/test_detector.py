@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from mcp import Client
 
-from tiragent.errors import ParameterError
+from tiragent.agent.conversation import perception_text
+from tiragent.errors import ParameterError, TirAgentError
 from tiragent.eval.calibration import expected_calibration_error, fit_temperature
 from tiragent.eval.degradations import degrade
 from tiragent.images import encode_image, write_image
@@ -124,6 +125,28 @@ async def test_detect_degradations_serves_the_learned_detector(trained, tmp_path
     assert result["detector"] == "learned"
     assert set(result["degradations"]) == set(DEGRADATIONS)
     assert set(result["severity"]) == {d for d in SEVERITIES if result["degradations"][d] > 0.5}
+
+
+@pytest.mark.anyio
+async def test_a_client_chooses_the_detector_and_a_policy_keeps_its_own(trained, tmp_path) -> None:
+    from tiragent.agent.conversation import ViewConfig, perceived
+    from tiragent.agent.session import ToolSession
+
+    weights, _ = trained
+    noisy, _ = degrade(textured(5), ["noise"], seed=1)
+    config = ServerConfig(roots=[tmp_path], preview_size=0, detector="learned", detector_weights=weights)
+    async with Client(build_server(config)) as client:
+        session = ToolSession(client)
+        image_id = await session.load(noisy)
+        assert (await session.perceive(image_id))["detector"] == "learned"  # the server's own
+        assert (await session.perceive(image_id, "logistic"))["detector"] == "logistic"
+        logistic = await perceived(session, image_id, ViewConfig(perception=True, detector="logistic"))
+        assert logistic == perception_text(await session.perceive(image_id, "logistic"))
+        bad = await client.call_tool("detect_degradations", {"image_id": image_id, "detector": "oracle"})
+        assert bad.is_error
+        assert (await session.perceive(image_id))["detector"] == "learned"  # the session goes on
+    with pytest.raises(TirAgentError, match="detector 'oracle'"):
+        ViewConfig(detector="oracle")
 
 
 def test_images_far_from_the_training_set_get_probabilities_not_a_crash():

@@ -55,6 +55,9 @@ class GenSFTConfig:
     crop_view: int = field(default=128, metadata={"help": "Side of the native-resolution crop shown beside it (0: none)."})
     short_prompt: bool = field(default=False, metadata={"help": "Short system prompt and tool list, for small policies."})
     perception: bool = field(default=False, metadata={"help": "Add the detector's reading of the photo to the task prompt, as text."})
+    detector: str = field(
+        default="", metadata={"help": "Detector of that reading: 'logistic', 'learned', or '' (the server's own); the policy keeps it in its views."}
+    )
     search_metrics: list[str] = field(
         default_factory=lambda: ["psnr", "ssim", "ms_ssim"],
         metadata={"help": "Full-reference metrics the search maximises (the mean of their normalised values); psnr alone is several times faster."},
@@ -78,7 +81,7 @@ class GenSFTConfig:
     def views(self) -> ViewConfig:
         from tiragent.agent.conversation import ViewConfig
 
-        return ViewConfig(whole=self.whole_view, crop=self.crop_view, short_prompt=self.short_prompt, perception=self.perception)
+        return ViewConfig(whole=self.whole_view, crop=self.crop_view, short_prompt=self.short_prompt, perception=self.perception, detector=self.detector)
 
 
 @dataclass
