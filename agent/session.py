@@ -16,6 +16,7 @@ from typing import Any
 import anyio
 import numpy as np
 from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
 
 from tiragent.agent.actions import Action
 from tiragent.errors import RETRY_AFTER_META, TirAgentError
@@ -158,11 +159,15 @@ class ToolSession:
         return (await self._call("detect_degradations", arguments)).structured_content
 
 
+MAX_EVENT_BYTES = 1 << 30
+"""Largest server-sent event this client takes (an image of about 300 megapixels as base64 PNG)."""
+
+
 @asynccontextmanager
 async def open_session(server: str | None = None, *, device: str = "auto") -> AsyncIterator[ToolSession]:
     """A session on ``server`` (a streamable-HTTP URL), or on a stdio server this starts itself."""
-    if server:
-        target: Any = server
+    if server:  # full-resolution images travel in one server-sent event: past the SDK's default limit of 1 MiB
+        target: Any = streamable_http_client(server, max_sse_event_size=MAX_EVENT_BYTES)
     else:
         target = StdioServerParameters(command=sys.executable, args=["-m", "tiragent.cli", "serve", "--device", device, "--preview-size", "0"])
     try:

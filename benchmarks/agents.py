@@ -62,6 +62,7 @@ def main() -> None:
     parser.add_argument("--merge", action="append", default=[],
                         help="add the records of an earlier run on the same --bench (docs/benchmarks/NAME.json) for the policies this run leaves out; repeatable")
     parser.add_argument("--only-merge", action="store_true", help="evaluate nothing: the table of the --merge runs' records")
+    parser.add_argument("--server", help="streamable-HTTP URL of a running server (e.g. `tir-agent serve --transport http --detector learned`); default: one over stdio with the defaults")
     parser.add_argument("--allinone", type=Path, help="also the all-in-one baseline network (`tir-agent train allinone`), one call per image")
     args = parser.parse_args()
     policies = args.policy or ["random", "fixed", "exhaustive", "oracle"]
@@ -79,7 +80,7 @@ def main() -> None:
     if args.only_merge:
         policies, records = [], []
     else:
-        records = asyncio.run(evaluate_policies(args.bench, policies, limit=args.limit, max_steps=args.max_steps))
+        records = asyncio.run(evaluate_policies(args.bench, policies, server=args.server, limit=args.limit, max_steps=args.max_steps))
     if args.allinone:
         records += allinone_records(args.bench, args.allinone, args.limit)
         policies = [*policies, "all-in-one"]

@@ -129,11 +129,23 @@ def fit(image: np.ndarray, longest: int | None) -> np.ndarray:
     return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
 
 
-def preview_content(image: np.ndarray, size: int) -> list[ImageContent]:
-    """Blocking (resizing and PNG encoding): call it from a worker thread."""
+PREVIEW_BUDGET = 700_000
+"""Most base64 characters a preview takes: the MCP SDK's HTTP client refuses a server-sent event over 1 MiB by
+default, and every tool result carries its preview, so a client that never raised the limit still gets its results."""
+
+
+def preview_content(image: np.ndarray, size: int, budget: int = PREVIEW_BUDGET) -> list[ImageContent]:
+    """A PNG preview of longest side ``size`` (smaller where its base64 would pass ``budget``). Blocking (resizing and
+    PNG encoding): call it from a worker thread."""
     if size <= 0:
         return []
-    data = base64.b64encode(encode_image(fit(image, size), "png", transport=True)).decode()
+    shown = fit(image, size)
+    data = base64.b64encode(encode_image(shown, "png", transport=True)).decode()
+    if len(data) > budget:  # a stored PNG's size follows its pixels: compress, then shrink to fit
+        data = base64.b64encode(encode_image(shown, "png")).decode()
+    while len(data) > budget and max(shown.shape[:2]) > 16:
+        shown = fit(shown, max(16, int(max(shown.shape[:2]) * min(0.9, (budget / len(data)) ** 0.5))))
+        data = base64.b64encode(encode_image(shown, "png")).decode()
     return [ImageContent(type="image", data=data, mime_type="image/png")]
 
 

@@ -3,6 +3,7 @@ many clients at once, and the official MCP Inspector as an outside client."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 import json
@@ -202,3 +203,26 @@ async def test_mcp_inspector_lists_and_calls_over_stdio_and_http(root):
             lambda: inspector(url, "--transport", "http", "--method", "tools/call", "--tool-name", "load_image", "--tool-arg", "path=photo.png")
         )
         assert called["structuredContent"]["height"] == 128
+
+
+async def test_results_of_large_images_reach_default_clients_over_http(root):
+    from tiragent.agent.actions import Action
+    from tiragent.agent.session import open_session
+    from tiragent.server.app import PREVIEW_BUDGET
+
+    noisy = np.random.default_rng(0).random((640, 640, 3)).astype(np.float32)  # incompressible: its PNG is over 1 MiB
+    write_image(noisy, root / "noisy.png")
+    app = http_app(ServerConfig(roots=[root]), host="127.0.0.1", token=None, max_body_mb=4)
+    async with running(app) as url:
+        async with http_client(url) as client:  # the SDK's own client, with its default event limit
+            loaded = await client.call_tool("load_image", {"path": "noisy.png"})
+            result = await client.call_tool("denoise", {"image_id": loaded.structured_content["image_id"], "model": "wavelet"})
+            assert not loaded.is_error and not result.is_error
+            previews = [c for c in result.content if c.type == "image"]
+            assert previews and len(previews[0].data) <= PREVIEW_BUDGET
+        async with open_session(url) as session:  # ours takes full-resolution images, several at once
+            image_id = await session.load(noisy)
+            done = await session.apply(Action("denoise", "wavelet"), image_id)
+            images = await asyncio.gather(*(session.fetch(i) for i in (image_id, done.image_id, image_id)))
+            assert [im.shape for im in images] == [(640, 640, 3)] * 3
+            assert np.abs(images[0] - noisy).max() <= 1 / 255
