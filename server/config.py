@@ -30,7 +30,7 @@ class ServerConfig:
     tools_config: Path | None = field(default=None, metadata={"help": "TOML file of user checkpoints to serve as extra tools (see server/checkpoints.py)."})
     detector: Literal["auto", "learned", "logistic"] = field(
         default="logistic",
-        metadata={"help": "detect_degradations' detector: 'logistic' (image statistics), 'learned' (CNN with severities; better on real blur and calibration, not yet the default: docs/benchmarks/detector.md), 'auto' (learned where its weights ship)."},
+        metadata={"help": "detect_degradations' detector when a client names none: 'logistic' (image statistics), 'learned' (CNN with severities, trained with camera-native photos: better on real photos, worse on blur and on images under 320 px; docs/benchmarks/detector_camera.md), 'auto' (learned where its weights ship)."},
     )
     detector_weights: Path | None = field(default=None, metadata={"help": "Weights of the learned detector (tir-agent train detector); default: the shipped ones."})
 

@@ -96,10 +96,10 @@ def test_an_image_whose_tool_call_fails_is_skipped_and_named(tmp_path, monkeypat
     write_image(resize(samples.astronaut(), (80, 80), anti_aliasing=True).astype(np.float32), clean / "a.png")
     real = sft_data._one
 
-    async def failing_first(session, sample, config, space):
+    async def failing_first(session, sample, config, space, reuse=None):
         if sample.index == 0:
             raise ToolCallError("denoise: the tool failed")
-        return await real(session, sample, config, space)
+        return await real(session, sample, config, space, reuse)
 
     monkeypatch.setattr(sft_data, "_one", failing_first)
     out = tmp_path / "data"
