@@ -48,6 +48,10 @@ def markdown(table: dict[str, dict[str, dict[str, float]]]) -> str:
     return "\n".join(out)
 
 
+LABELLED_UP_TO = 8
+"""Up to this many policies each point is labelled where it lies; beyond, one legend names them."""
+
+
 def plot(table: dict[str, dict[str, dict[str, float]]], path: Path) -> None:
     import matplotlib
 
@@ -55,19 +59,27 @@ def plot(table: dict[str, dict[str, dict[str, float]]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     groups = _groups(table)
-    fig, axes = plt.subplots(1, len(groups), figsize=(4 * len(groups), 4), sharey=False, squeeze=False)
+    crowded = len(table) > LABELLED_UP_TO
+    fig, axes = plt.subplots(1, len(groups), figsize=(4 * len(groups), 4 + (0.25 * len(table) / 3 if crowded else 0)), sharey=False, squeeze=False)
+    colours, markers = plt.get_cmap("tab20").colors, "osD^vP*Xh<>"
     for ax, group in zip(axes[0], groups):
-        for policy, groups_ in table.items():
+        for i, (policy, groups_) in enumerate(table.items()):
             if group in groups_:
                 row = groups_[group]
-                ax.scatter(row["tool_calls"], row["psnr"], s=60)
-                ax.annotate(policy, (row["tool_calls"], row["psnr"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
+                ax.scatter(row["tool_calls"], row["psnr"], s=60, color=colours[i % len(colours)], marker=markers[i % len(markers)], label=policy)
+                if not crowded:
+                    ax.annotate(policy, (row["tool_calls"], row["psnr"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
         ax.set_title("overall" if group == "all" else f"group {group}")
         ax.set_xscale("symlog", linthresh=1)  # 0 to 1 linear, then logarithmic: one call and the oracle's hundreds both read
         ax.set_xlabel("tool calls per image")
         ax.set_ylabel("PSNR (dB)")
         ax.grid(alpha=0.3)
-    fig.tight_layout()
+    if crowded:  # one legend below the panels: labels beside the points would overlap
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
+        fig.tight_layout(rect=(0, 0.03 + 0.045 * -(-len(labels) // 4), 1, 1))
+    else:
+        fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
