@@ -35,7 +35,7 @@ from tiragent.eval.bench import all_combinations
 from tiragent.eval.calibration import presence_scores, reliability
 from tiragent.eval.degradations import degrade
 from tiragent.eval.kernels import levin_kernels
-from tiragent.images import list_images, read_image
+from tiragent.images import list_images, random_crop, read_image
 from tiragent.server.detector_net import SEVERITIES, severity_of
 from tiragent.server.perception import analyse
 from tiragent.tasks import TASK_OF_DEGRADATION
@@ -72,10 +72,7 @@ def build_sets(clean: Path, mcmaster: Path, polyu: Path, kernels: Path) -> dict[
             sets["independent"].append(sample(out, combo))
         blurred = np.clip(cv2.filter2D(image, -1, levin[i % len(levin)], borderType=cv2.BORDER_REFLECT), 0, 1)
         sets["levin"].append(sample(blurred, ("motion",)))
-        rng = np.random.default_rng(500 + i)
-        side_h, side_w = (min(n, int(rng.integers(144, 321))) for n in image.shape[:2])
-        y, x = int(rng.integers(0, image.shape[0] - side_h + 1)), int(rng.integers(0, image.shape[1] - side_w + 1))
-        sets["small"].append(sample(image[y : y + side_h, x : x + side_w], ()))
+        sets["small"].append(sample(random_crop(image, np.random.default_rng(500 + i), 144, 320), ()))
     for noisy, target in zip(list_images(polyu / "input"), list_images(polyu / "target")):
         a, b = read_image(noisy), read_image(target)
         sets["polyu"].append(sample(a, ("noise",), {"noise": float((a - b).std() * 255)}))

@@ -114,12 +114,18 @@ def test_temperature_fitting_undoes_overconfidence() -> None:
     assert after < before / 2
 
 
-@pytest.mark.anyio
-async def test_detect_degradations_serves_the_learned_detector(trained, tmp_path) -> None:
+def learned_server(trained, root) -> tuple[Client, np.ndarray]:
+    """A client of a server whose default detector is the test-trained learned one, and a noisy image for it."""
     weights, _ = trained
     noisy, _ = degrade(textured(5), ["noise"], seed=1)
-    config = ServerConfig(roots=[tmp_path], preview_size=0, detector="learned", detector_weights=weights)
-    async with Client(build_server(config)) as client:
+    config = ServerConfig(roots=[root], preview_size=0, detector="learned", detector_weights=weights)
+    return Client(build_server(config)), noisy
+
+
+@pytest.mark.anyio
+async def test_detect_degradations_serves_the_learned_detector(trained, tmp_path) -> None:
+    client, noisy = learned_server(trained, tmp_path)
+    async with client:
         loaded = await client.call_tool("load_image", {"data": base64.b64encode(encode_image(noisy)).decode()})
         result = (await client.call_tool("detect_degradations", {"image_id": loaded.structured_content["image_id"]})).structured_content
     assert result["detector"] == "learned"
@@ -132,10 +138,8 @@ async def test_a_client_chooses_the_detector_and_a_policy_keeps_its_own(trained,
     from tiragent.agent.conversation import ViewConfig, perceived
     from tiragent.agent.session import ToolSession
 
-    weights, _ = trained
-    noisy, _ = degrade(textured(5), ["noise"], seed=1)
-    config = ServerConfig(roots=[tmp_path], preview_size=0, detector="learned", detector_weights=weights)
-    async with Client(build_server(config)) as client:
+    client, noisy = learned_server(trained, tmp_path)
+    async with client:
         session = ToolSession(client)
         image_id = await session.load(noisy)
         assert (await session.perceive(image_id))["detector"] == "learned"  # the server's own

@@ -143,6 +143,14 @@ STORED_UP_TO = 4_000_000
 """Largest image (pixels) that travels as stored PNG; larger ones travel compact."""
 
 
+def random_crop(image: np.ndarray, rng: np.random.Generator, low: int, high: int) -> np.ndarray:
+    """A crop whose height and width (drawn in that order) lie in [low, high], at most the image's own; at a random place."""
+    h, w = image.shape[:2]
+    side_h, side_w = min(h, int(rng.integers(low, high + 1))), min(w, int(rng.integers(low, high + 1)))
+    y, x = int(rng.integers(0, h - side_h + 1)), int(rng.integers(0, w - side_w + 1))
+    return image[y : y + side_h, x : x + side_w]
+
+
 def encode_image(image: np.ndarray, fmt: str = "png", *, quality: int = 95, transport: bool = False) -> bytes:
     """Encode a float RGB image as PNG (lossless, 8-bit) or JPEG/WebP.
 

@@ -33,7 +33,7 @@ from tiragent.errors import ParameterError
 from tiragent.eval.calibration import fit_temperature, presence_scores
 from tiragent.eval.degradations import degrade
 from tiragent.eval.randomized import camera_file, camera_native, camera_noise
-from tiragent.images import list_images, read_image
+from tiragent.images import list_images, random_crop, read_image
 from tiragent.server.detector_net import DEGRADATIONS, SEVERITIES, DetectorNet, DetectorNetConfig, severity_of, views
 from tiragent.server.nets import count_parameters, save_net
 
@@ -41,6 +41,8 @@ PHYSICAL_ORDER = ["haze", "dark", "motion", "defocus", "rain", "lowres", "noise"
 """The order a camera meets degradations in (scene, optics, sensor, file); half the samples shuffle it instead."""
 COUNT_SHARES = (0.15, 0.45, 0.28, 0.12)
 """Shares of samples with 0 (clean), 1, 2 and 3 degradations."""
+SMALL_SIDES = (144, 320)
+"""Sides of the small crops (``small_share``): a small photo is not a low-resolution one."""
 CAMERA_SHARES = (0.35, 0.45, 0.20)
 """Camera-native samples: shares left clean, given mild camera noise only (sigma 2-16), and drawn as the others are."""
 
@@ -95,10 +97,7 @@ def render_sample(
         h, w = image.shape[:2]
         image = cv2.resize(image, (round(w / factor), round(h / factor)), interpolation=cv2.INTER_AREA)
     if not camera and rng.random() < small_share:
-        h, w = image.shape[:2]
-        side_h, side_w = min(h, int(rng.integers(144, 321))), min(w, int(rng.integers(144, 321)))
-        y, x = int(rng.integers(0, h - side_h + 1)), int(rng.integers(0, w - side_w + 1))
-        image = image[y : y + side_h, x : x + side_w]
+        image = random_crop(image, rng, *SMALL_SIDES)
     if rng.random() < 0.5:
         image = image[:, ::-1]
     image = np.ascontiguousarray(np.rot90(image, int(rng.integers(4))) if rng.random() < 0.25 else image)
@@ -143,13 +142,18 @@ def render(paths: list[Path], count: int, seed: int, config: DetectorTrainConfig
     return {key: np.stack([s[key] for s in samples]) for key in samples[0]}
 
 
+def card_recipe(config: DetectorTrainConfig) -> dict[str, Any]:
+    """The settings that make the weights what they are (not where they are written, nor whether the run resumed)."""
+    return {k: (str(v) if isinstance(v, Path) else [str(x) for x in v] if isinstance(v, list) else v) for k, v in asdict(config).items() if k not in ("resume", "out", "weights")}
+
+
 RENDER_FIELDS = ("randomized_share", "camera_share", "small_share", "view", "train_views", "seed", "data")
 """The recipe fields a rendered cache depends on: a cache made under others is rendered again."""
 
 
 def render_key(config: DetectorTrainConfig, count: int) -> str:
-    recipe = asdict(config)
-    return json.dumps({"count": count, **{k: str(recipe[k]) if k == "data" else recipe[k] for k in RENDER_FIELDS}}, sort_keys=True, default=str)
+    recipe = card_recipe(config)
+    return json.dumps({"count": count, **{k: recipe[k] for k in RENDER_FIELDS}}, sort_keys=True)
 
 
 def cached_render(file: Path, paths: list[Path], count: int, seed: int, config: DetectorTrainConfig, crops: int | None, desc: str) -> dict[str, np.ndarray]:
@@ -206,11 +210,6 @@ def summarize(probabilities: np.ndarray, present: np.ndarray, severity: np.ndarr
             errors = [abs(spec.decode(a) - spec.decode(b)) for a, b in zip(severity[rows, j], truth[rows, j])]
             out["severity_mae"][name] = round(float(np.mean(errors)), 3)
     return out
-
-
-def card_recipe(config: DetectorTrainConfig) -> dict[str, Any]:
-    """The settings that make the weights what they are (not where they are written, nor whether the run resumed)."""
-    return {k: (str(v) if isinstance(v, Path) else [str(x) for x in v] if isinstance(v, list) else v) for k, v in asdict(config).items() if k not in ("resume", "out", "weights")}
 
 
 def train_detector(config: DetectorTrainConfig) -> Path:

@@ -146,7 +146,7 @@ def earlier_searches(folder: Path, config: GenSFTConfig) -> dict[SearchKey, tupl
     if not card_file.is_file() or not data.is_file():
         raise TirAgentError(f"--reuse_search {folder}: not a finished gen-sft folder (no card.json or data.jsonl)")
     earlier = json.loads(card_file.read_text())["config"]
-    ours = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}
+    ours = config_record(config)
     differ = [k for k in REUSE_FIELDS if earlier.get(k) != ours[k]]
     if differ:
         raise TirAgentError(f"--reuse_search {folder} was made with other {', '.join(differ)} ({', '.join(f'{k}={earlier.get(k)!r}' for k in differ)}): its searches are not this run's")
@@ -244,13 +244,18 @@ async def generate(config: GenSFTConfig) -> dict[str, Any]:
     return card
 
 
+def config_record(config: GenSFTConfig) -> dict[str, Any]:
+    """The run's options as its card records them (paths as text): what a later run compares its own with."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}
+
+
 def dataset_card(config: GenSFTConfig, data: Path) -> dict[str, Any]:
     records = [json.loads(line) for line in data.read_text().splitlines() if line.strip()]
     searched = [r for r in records if r["kind"] == "searched"]
     spread = diversity(r["trajectory"] for r in records)
     mean = lambda xs: float(np.nanmean(xs)) if xs else 0.0  # noqa: E731
     return {
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
+        "config": config_record(config),
         "conversations": len(records),
         "images": len(searched),
         "failed_images": len((config.out / "failed.jsonl").read_text().splitlines()) if (config.out / "failed.jsonl").is_file() else 0,
