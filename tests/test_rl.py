@@ -138,6 +138,25 @@ def test_the_adaptive_reward_scores_each_group_on_its_own():
     assert rewards == pytest.approx([-1, 1, -1, 1], abs=1e-3)  # each group standardised on its own
 
 
+async def test_the_prompt_reads_the_detector_on_the_context_window(session, processor, clean_dir, checkpoint, tmp_path, capsys):
+    from tiragent.agent.conversation import perceived
+    from tiragent.train.samples import make_pair_in_context
+
+    views = ViewConfig(whole=64, crop=0, short_prompt=True, perception=True)
+    space = await session.action_space()
+    sample = Sample(0, "a.png", ("noise",), 5)
+    settings = RolloutSettings(views=views, tools=tool_schemas(space, short=True), crop=64, dimensions=("psnr",), perception_context=144)
+    prepared = await prepare(session, processor, sample, clean_dir, settings)
+    _, _, window = make_pair_in_context(sample, clean_dir, 64, context=144)
+    said = await perceived(session, await session.load(window), views)
+    assert said.startswith("detector:") and said in processor.tokenizer.decode(prepared.prompt["input_ids"][0])
+    assert said != await perceived(session, prepared.original_id, views)  # which the crop itself would not have given
+    assert prepared.degraded.shape == (64, 64, 3)  # the episode still plays on the crop
+    args = ["train", "rl", "--init", str(checkpoint), "--clean", str(clean_dir), "--out", str(tmp_path), "--crop", "176"]
+    assert main([*args, "--perception_context", "160"]) == 2
+    assert "must be 0 or larger than --crop 176" in capsys.readouterr().err
+
+
 def test_reward_dimensions_that_need_larger_images_are_refused(clean_dir, tmp_path, checkpoint, capsys):
     args = ["train", "rl", "--init", str(checkpoint), "--clean", str(clean_dir), "--out", str(tmp_path), "--crop", "96"]
     assert main(args) == 2

@@ -150,3 +150,54 @@ def test_an_earlier_runs_searches_are_replayed_not_searched_again(dataset, clean
     assert json.loads((out / "card.json").read_text())["reused_searches"] == len(before)
     assert main(["train", "gen-sft", "--clean", str(clean_dir), "--out", str(tmp_path / "other"), *ARGS, "--crop", "48", "--reuse_search", str(dataset)]) == 2
     assert "other crop" in capsys.readouterr().err
+
+
+def test_a_context_window_is_the_same_scene_degraded_alike(clean_dir):
+    from tiragent.errors import TirAgentError
+    from tiragent.train.configs import GenSFTConfig
+    from tiragent.train.samples import Sample, make_pair, make_pair_in_context
+
+    source = sorted(clean_dir.iterdir())[0].name
+    clean_sample, small = Sample(0, source, (), 11), Sample(1, source, ("lowres",), 12)
+    degraded, clean, window = make_pair_in_context(clean_sample, clean_dir, 48, context=100)
+    assert np.array_equal(degraded, clean) and window.shape == (100, 100, 3)
+    hits = [(y, x) for y in range(53) for x in range(53) if np.array_equal(window[y : y + 48, x : x + 48], clean)]
+    assert len(hits) == 1  # the crop lies inside its window
+    degraded, clean, window = make_pair_in_context(small, clean_dir, 48, context=96)
+    assert degraded.shape == (12, 12, 3) and window.shape == (24, 24, 3)  # the same x4 downscale
+    assert all(np.array_equal(a, b) for a, b in zip(make_pair(small, clean_dir, 48), (degraded, clean)))
+    assert make_pair_in_context(small, clean_dir, 48, context=48)[2] is None
+    assert make_pair_in_context(small, clean_dir, 48, context=500)[2].shape == (30, 30, 3)  # clipped to the 120-px photo
+    with pytest.raises(TirAgentError, match="larger than --crop"):
+        GenSFTConfig(clean=clean_dir, out=clean_dir, crop=64, perception=True, perception_context=64)
+    with pytest.raises(TirAgentError, match="needs --perception"):
+        GenSFTConfig(clean=clean_dir, out=clean_dir, crop=64, perception_context=96)
+
+
+def test_the_prompts_detector_reading_is_of_the_context_window(clean_dir, tmp_path):
+    import anyio
+
+    from tiragent.agent.conversation import ViewConfig, perceived
+    from tiragent.agent.session import open_session
+    from tiragent.train.samples import make_pair_in_context
+
+    out = tmp_path / "context"
+    args = [*ARGS, "--perception", "--short_prompt", "--perception_context", "112", "--search_metrics", "psnr"]
+    assert main(["train", "gen-sft", "--clean", str(clean_dir), "--out", str(out), "--images", "3", *args]) == 0
+    rows = [r for r in records(out) if r["kind"] == "searched"]
+    samples = plan(3, sorted(clean_dir.iterdir()), seed=3, single_ratio=0.5, clean_ratio=0.25)
+
+    async def readings() -> tuple[list[str], list[str]]:
+        async with open_session(device="cpu") as session:
+            views = ViewConfig(perception=True)
+            of_window, of_crop = [], []
+            for sample in samples:
+                degraded, _, window = make_pair_in_context(sample, clean_dir, 64, context=112)
+                of_window.append(await perceived(session, await session.load(window), views))
+                of_crop.append(await perceived(session, await session.load(degraded), views))
+            return of_window, of_crop
+
+    of_window, of_crop = anyio.run(readings)
+    said = [r["messages"][1]["content"][-1]["text"].split("\n")[-1] for r in sorted(rows, key=lambda r: r["id"])]
+    assert said == of_window and said[0].startswith("detector:")
+    assert of_window != of_crop  # the window reads otherwise than the small crop would

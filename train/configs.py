@@ -29,6 +29,18 @@ def _check_model(model: str) -> None:
         raise TirAgentError(f"unknown degradation source {model!r}: {' or '.join(repr(m) for m in MODELS)}")
 
 
+PERCEPTION_CONTEXT_HELP = (
+    "Side of a larger window of the same photo, around the crop and degraded with the same draws, that the detector reads"
+    " for the task prompt (0: the crop itself). The detector takes size as a cue (a small image reads as low-resolution),"
+    " so its reading of a small training crop is not what it says of a photo of test size. Needs --perception."
+)
+
+
+def _check_context(context: int, crop: int) -> None:
+    if context and context <= crop:
+        raise TirAgentError(f"--perception_context {context} must be 0 or larger than --crop {crop}")
+
+
 @dataclass
 class GenSFTConfig:
     """Options of ``tir-agent train gen-sft``; each field's help is its command-line help."""
@@ -58,6 +70,7 @@ class GenSFTConfig:
     detector: str = field(
         default="", metadata={"help": "Detector of that reading: 'logistic', 'learned', or '' (the server's own); the policy keeps it in its views."}
     )
+    perception_context: int = field(default=0, metadata={"help": PERCEPTION_CONTEXT_HELP})
     search_metrics: list[str] = field(
         default_factory=lambda: ["psnr", "ssim", "ms_ssim"],
         metadata={"help": "Full-reference metrics the search maximises (the mean of their normalised values); psnr alone is several times faster."},
@@ -76,6 +89,9 @@ class GenSFTConfig:
         if not self.search_metrics or unknown:
             raise TirAgentError(f"--search_metrics takes full-reference metrics ({', '.join(FULL_REFERENCE)}), not {unknown or 'nothing'}")
         _check_ratios(self.single_ratio, self.clean_ratio, self.camera_ratio)
+        _check_context(self.perception_context, self.crop)
+        if self.perception_context and not self.perception:
+            raise TirAgentError("--perception_context is the window the detector reads for the prompt: it needs --perception")
 
     @property
     def views(self) -> ViewConfig:
@@ -129,6 +145,7 @@ class RLRunConfig:
     degradations: str = field(
         default="protocol", metadata={"help": "Where the training images' degradations come from: 'protocol' or 'randomized'."}
     )
+    perception_context: int = field(default=0, metadata={"help": PERCEPTION_CONTEXT_HELP})
     eval_clean: Path | None = field(default=None, metadata={"help": "Held-out clean photos for the periodic evaluation (default: none)."})
     eval_images: int = field(default=8, metadata={"help": "Held-out images evaluated (greedy, one rollout each)."})
     eval_steps: int = field(default=10, metadata={"help": "RL steps between held-out evaluations (0: never)."})
@@ -145,6 +162,7 @@ class RLRunConfig:
             raise TirAgentError("--batch, --steps and --max_turns must be at least 1")
         _check_model(self.degradations)
         _check_ratios(self.single_ratio, self.clean_ratio, self.camera_ratio)
+        _check_context(self.perception_context, self.crop)
 
 
 @dataclass

@@ -269,6 +269,8 @@ def train_rl(config: RLRunConfig, reward_config: RewardConfig | None = None) -> 
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     views = read_views(config.init) or ViewConfig()
+    if config.perception_context and not views.perception:
+        raise TirAgentError(f"--perception_context: the policy {config.init} reads no detector (its views have perception off)")
     processor = AutoProcessor.from_pretrained(config.init)
     processor.chat_template = chat_template()  # the policy acts with this template
     processor.tokenizer.padding_side = "left"
@@ -310,7 +312,7 @@ def train_rl(config: RLRunConfig, reward_config: RewardConfig | None = None) -> 
     try:
         space = session.run(session.session.action_space())
         settings = RolloutSettings(views=views, tools=tool_schemas(space, short=views.short_prompt), crop=config.crop,
-                                   max_turns=config.max_turns, degradations=config.degradations, dimensions=tuple(reward.config.dimensions))  # fmt: skip
+                                   max_turns=config.max_turns, degradations=config.degradations, perception_context=config.perception_context, dimensions=tuple(reward.config.dimensions))  # fmt: skip
         trainer = _trainer_class()(
             model=config.init, args=args, train_dataset=Dataset.from_list(rows), processing_class=processor, reward_funcs=[adaptive_reward(reward, config.group)],
             callbacks=[_log_callback(out / LOG)], run=config, reward=reward, session=session, settings=settings, held_out=held_out,

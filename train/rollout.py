@@ -40,7 +40,7 @@ from tiragent.agent.session import ActionSpace, ToolCallError, ToolSession
 from tiragent.eval.metrics import resized_to
 from tiragent.images import to_uint8
 from tiragent.train.reward import Outcome
-from tiragent.train.samples import Sample, make_pair
+from tiragent.train.samples import Sample, make_pair_in_context
 
 
 @dataclass
@@ -165,6 +165,8 @@ class RolloutSettings:
     crop: int = 128
     max_turns: int = 4
     degradations: str = "protocol"
+    perception_context: int = 0
+    """Side of the larger window of the photo the prompt's detector reading is of (``make_pair_in_context``); 0: the crop."""
     dimensions: tuple[str, ...] = ("psnr", "ssim", "ms_ssim", "niqe")
 
 
@@ -190,11 +192,12 @@ async def scored_id(session: ToolSession, image_id: str, size: tuple[int, int], 
 
 
 async def prepare(session: ToolSession, processor: Any, sample: Sample, clean_dir: Path, settings: RolloutSettings) -> Prepared:
-    degraded, clean = make_pair(sample, clean_dir, settings.crop, settings.degradations)
+    degraded, clean, context = make_pair_in_context(sample, clean_dir, settings.crop, settings.degradations, settings.perception_context)
     original_id, reference_id = await session.load(degraded), await session.load(clean)
     h, w = degraded.shape[:2]
     shown = [_pil(v) for v in await fetch_views(session, original_id, w, h, settings.views)]
-    messages = [system_turn(settings.views.short_prompt), task_turn(shown, await perceived(session, original_id, settings.views))]
+    said = await perceived(session, await session.load(context) if context is not None else original_id, settings.views)
+    messages = [system_turn(settings.views.short_prompt), task_turn(shown, said)]
     prompt = processor.apply_chat_template(
         messages, tools=settings.tools, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
     )

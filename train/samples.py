@@ -67,16 +67,37 @@ def plan(count: int, sources: list[Path], *, seed: int, single_ratio: float, cle
 def make_pair(sample: Sample, folder: Path, crop: int, model: str = "protocol") -> tuple[np.ndarray, np.ndarray]:
     """The degraded image and its clean crop; ``model``: the benchmark protocol's degradations or the randomized
     training model (``tiragent.eval.degradations.MODELS``)."""
-    clean = read_image(Path(folder) / sample.source)
+    degraded, clean, _ = make_pair_in_context(sample, folder, crop, model)
+    return degraded, clean
+
+
+def make_pair_in_context(
+    sample: Sample, folder: Path, crop: int, model: str = "protocol", context: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``make_pair``'s two images, and the window of side ``context`` around the crop (clipped to the photo) degraded
+    with the same draws: the same scene and degradations at a larger size, which a detector reads as it reads a photo
+    of test size (None when ``context`` is no larger than the crop). The crop's images do not depend on ``context``."""
+    photo = read_image(Path(folder) / sample.source)
     rng = np.random.default_rng(sample.seed)
     if sample.camera:
-        clean, _ = camera_native(clean, rng)
-    h, w = clean.shape[:2]
+        photo, _ = camera_native(photo, rng)
+    h, w = photo.shape[:2]
     side = min(crop, h, w)
     top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
-    clean = np.ascontiguousarray(clean[top : top + side, left : left + side])
+    clean = np.ascontiguousarray(photo[top : top + side, left : left + side])
+    big = min(context, h, w)
+    if big <= side:
+        return _degraded(sample, clean, rng, model), clean, None
+    y = min(max(0, top + side // 2 - big // 2), h - big)
+    x = min(max(0, left + side // 2 - big // 2), w - big)
+    window = np.ascontiguousarray(photo[y : y + big, x : x + big])
+    same = np.random.default_rng()
+    same.bit_generator.state = rng.bit_generator.state  # the window meets the draws the crop meets
+    return _degraded(sample, clean, rng, model), clean, _degraded(sample, window, same, model)
+
+
+def _degraded(sample: Sample, clean: np.ndarray, rng: np.random.Generator, model: str) -> np.ndarray:
     if sample.camera:
         degraded, _ = degrade(clean, list(sample.combination), seed=sample.seed, params={"noise": camera_noise(rng)}, model="randomized")
-        return (camera_file(degraded, rng)[0] if rng.random() < 0.7 else degraded), clean
-    degraded, _ = degrade(clean, list(sample.combination), seed=sample.seed, model=model) if sample.combination else (clean, [])
-    return degraded, clean
+        return camera_file(degraded, rng)[0] if rng.random() < 0.7 else degraded
+    return degrade(clean, list(sample.combination), seed=sample.seed, model=model)[0] if sample.combination else clean

@@ -58,7 +58,7 @@ from tiragent.eval.metrics import mean_normalized, resized_to
 from tiragent.images import list_images, write_image
 from tiragent.train.configs import GenSFTConfig
 from tiragent.train.diversity import diversity
-from tiragent.train.samples import Sample, make_pair, plan
+from tiragent.train.samples import Sample, make_pair_in_context, plan
 
 FULL_REFERENCE = ("psnr", "ssim", "ms_ssim")
 
@@ -102,12 +102,15 @@ def perturbations(path: list[tuple[str, str]], space: ActionSpace, rng: random.R
 
 
 async def conversation(
-    session: ToolSession, trajectory: Any, original: np.ndarray, views: ViewConfig, image_dir: Path, stem: str, base: Path
+    session: ToolSession, trajectory: Any, original: np.ndarray, views: ViewConfig, image_dir: Path, stem: str, base: Path,
+    perceive_id: str | None = None,
 ) -> tuple[list[dict[str, Any]], list[str]]:
-    """The trajectory's path as the conversation the policy acts in, its images written as PNG files."""
+    """The trajectory's path as the conversation the policy acts in, its images written as PNG files; the prompt's
+    detector reading is of ``perceive_id`` (the image in a larger context) where given, else of the input."""
     h, w = original.shape[:2]
     shown = await fetch_views(session, trajectory.original_id, w, h, views)
-    messages = [system_turn(views.short_prompt), task_turn(shown, await perceived(session, trajectory.original_id, views))]
+    said = await perceived(session, perceive_id or trajectory.original_id, views)
+    messages = [system_turn(views.short_prompt), task_turn(shown, said)]
     for step in trajectory.path():
         messages.append(call_turn(step.task, {"model": step.model}))
         shown = await fetch_views(session, step.output_id, step.width, step.height, views)
@@ -162,7 +165,8 @@ def earlier_searches(folder: Path, config: GenSFTConfig) -> dict[SearchKey, tupl
 async def _one(
     session: ToolSession, sample: Sample, config: GenSFTConfig, space: ActionSpace, reuse: dict[SearchKey, tuple[list[tuple[str, str]], int]] | None = None
 ) -> list[dict[str, Any]]:
-    degraded, clean = make_pair(sample, config.clean, config.crop, config.degradations)
+    degraded, clean, context = make_pair_in_context(sample, config.clean, config.crop, config.degradations, config.perception_context)
+    context_id = await session.load(context) if context is not None else None
     earlier = (reuse or {}).get(search_key(sample))
     if earlier is not None:  # the search's path, replayed: the same steps and images, without the search's calls
         _, searched = await restore(session, degraded, Replay(earlier[0]), name=f"{sample.index:06d}")
@@ -183,7 +187,7 @@ async def _one(
     records = []
     for kind, trajectory, calls in runs:
         stem = f"{sample.index:06d}_{kind}"
-        messages, images = await conversation(session, trajectory, degraded, config.views, config.out / "images", stem, config.out)
+        messages, images = await conversation(session, trajectory, degraded, config.views, config.out / "images", stem, config.out, context_id)
         records.append({
             "id": stem, "kind": kind, "combination": list(sample.combination), "camera": sample.camera, "source": sample.source, "seed": sample.seed,
             "trajectory": [f"{s.task}.{s.model}" for s in trajectory.path()], "search_calls": calls,
