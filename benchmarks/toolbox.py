@@ -142,7 +142,10 @@ def main() -> None:
         from tiragent.server.registry import get_tool
         from tiragent.server.tools.learned import register_weights
 
-        for path in sorted(args.weights.glob("*.safetensors")):
+        found = sorted(args.weights.glob("*.safetensors"))
+        if not found:
+            parser.error(f"--weights {args.weights}: no .safetensors files there (paths are relative to {Path.cwd()})")
+        for path in found:
             key = register_weights(path, get_tool(read_info(path).card["tool"]).cost, replace=True)
             print(f"{key}: weights {path}")
     inputs = None
