@@ -54,12 +54,12 @@ def card_markdown(card: dict[str, Any]) -> str:
              f"trained from scratch by `make policy` (train/policy_recipe.sh).", ""]  # fmt: skip
     if data:
         lines.append(f"- SFT data: {data['conversations']} conversations from {data['images']} images ({data['kinds']}), "
-                     f"searched gain {data['searched_gain_psnr_db']:.2f} dB; made with {json.dumps({k: data['config'][k] for k in ('images', 'crop', 'degradations', 'camera_ratio', 'search_metrics', 'perception', 'detector', 'reuse_search') if k in data['config']})}.")  # fmt: skip
+                     f"searched gain {data['searched_gain_psnr_db']:.2f} dB; made with {json.dumps({k: data['config'][k] for k in ('images', 'crop', 'degradations', 'camera_ratio', 'search_metrics', 'perception', 'detector', 'perception_context', 'reuse_search') if k in data['config']})}.")  # fmt: skip
     lines.append(f"- SFT: {sft['steps']} steps on {sft['conversations']} conversations, loss {sft['first_loss']:.3f} -> {sft['last_loss']:.3f}; "
                  f"recipe {json.dumps({k: sft['recipe'][k] for k in ('epochs', 'batch_size', 'lr', 'warmup_ratio')})}.")  # fmt: skip
     if rl:
         lines.append(f"- RL: {rl['steps']} GRPO steps, {rl['episodes']} episodes in {rl['minutes']} min on {rl['machine']}; "
-                     f"recipe {json.dumps({k: rl['recipe'][k] for k in ('group', 'batch', 'lr', 'temperature', 'kl', 'crop', 'degradations', 'camera_ratio', 'max_turns') if k in rl['recipe']})}; "
+                     f"recipe {json.dumps({k: rl['recipe'][k] for k in ('group', 'batch', 'lr', 'temperature', 'kl', 'crop', 'degradations', 'camera_ratio', 'perception_context', 'max_turns') if k in rl['recipe']})}; "
                      f"final held-out evaluation {json.dumps(rl.get('final_eval') or {})}.")  # fmt: skip
     return "\n".join(lines) + "\n"
 
