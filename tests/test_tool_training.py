@@ -76,6 +76,17 @@ def test_the_randomized_model_trains_every_recipe(key, astronaut):
     assert clean.shape == (4, 3, 64, 64) and degraded.shape == (4, 3, 64 // recipe.scale, 64 // recipe.scale)  # fixed parameters (SR's scale) kept
 
 
+def test_a_protocol_share_mixes_the_protocols_pairs_into_the_randomized_models(astronaut):
+    recipe = RECIPES["denoise.unet"]
+    crops = [astronaut, np.ascontiguousarray(astronaut[::-1])]
+    plain = PairSampler(crops, recipe, 64, seed=3, degradations="randomized")
+    assert torch.equal(plain.batch(4, 6)[0], PairSampler(crops, recipe, 64, seed=3, degradations="randomized", protocol_share=0.0).batch(4, 6)[0])
+    only = PairSampler(crops, recipe, 64, seed=3, degradations="randomized", protocol_share=1.0).batch(4, 6)[2]
+    assert not any("variant" in p for p in only) and all(p["kind"] in ("gaussian", "poisson") for p in only)  # the protocol's noise
+    mixed = [p for step in range(4) for p in PairSampler(crops, recipe, 64, seed=3, degradations="randomized", protocol_share=0.5).batch(step, 8)[2]]
+    assert 4 < sum("variant" in p for p in mixed) < 28
+
+
 def test_whole_frames_are_views_of_the_image_degraded_as_photos(astronaut):
     recipe = RECIPES["dehaze.hazenet"]
     degraded, clean, params = PairSampler([astronaut], recipe, 48, seed=0).batch(0, 4)
@@ -134,6 +145,10 @@ def test_bad_options_are_named(images, tmp_path, tiny_recipes):
         train_tool(config(tmp_path, tmp_path), progress=False)
     with pytest.raises(ParameterError, match="at least 288 px"):
         train_tool(config(images, tmp_path, patch_size=256), progress=False)
+    with pytest.raises(ParameterError, match="give --degradations randomized"):
+        train_tool(config(images, tmp_path, protocol_share=0.5), progress=False)
+    with pytest.raises(ParameterError, match="0 to 1"):
+        train_tool(config(images, tmp_path, degradations="randomized", protocol_share=1.5), progress=False)
 
 
 def test_cli_trains(images, tmp_path, tiny_recipes, capsys):

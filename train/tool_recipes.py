@@ -177,6 +177,10 @@ class ToolTrainConfig:
     degradations: str = field(
         default="protocol", metadata={"help": "Degradations to train on: 'protocol' (the benchmark's) or 'randomized' (eval/randomized.py)."}
     )
+    protocol_share: float = field(
+        default=0.0,
+        metadata={"help": "With --degradations randomized: share of the pairs made by the protocol's own degradation instead, so that a fine-tune keeps what the network knew."},
+    )
     init: Path | None = field(default=None, metadata={"help": "Start from the weights of this safetensors file (same architecture and options): fine-tuning."})
     out: Path = field(default=Path("runs/tools"), metadata={"help": "Run folder: checkpoints go to OUT/TASK.RECIPE/."})
     weights: Path | None = field(default=None, metadata={"help": "Where to write the final safetensors (default: the run folder)."})

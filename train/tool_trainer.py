@@ -41,11 +41,16 @@ class PairSampler:
 
     MARGIN = 16  # degraded with context around the crop, so blur and haze see real neighbours
 
-    def __init__(self, images: list[np.ndarray], recipe: Recipe, patch: int, seed: int, degradations: str = "protocol") -> None:
+    def __init__(
+        self, images: list[np.ndarray], recipe: Recipe, patch: int, seed: int, degradations: str = "protocol", protocol_share: float = 0.0
+    ) -> None:
+        """``protocol_share``: with another degradation model, the share of pairs the protocol's own degradation makes."""
         self.images, self.recipe, self.seed = images, recipe, seed
         self.fn = degradation_fn(recipe.degradation, degradations)
         # the protocol's own samplers know the protocol's parameters; the randomized model draws its own (fixed ones stay)
         self.params = recipe.params if degradations == "protocol" else (lambda rng: dict(recipe.fixed))
+        self.protocol_share = 0.0 if degradations == "protocol" else protocol_share
+        self.protocol_fn = degradation_fn(recipe.degradation, "protocol")
         scale = recipe.scale
         self.patch = patch - patch % (scale * 8)
         if self.patch <= 0:
@@ -86,7 +91,10 @@ class PairSampler:
         """The recipe's augmentation of the clean image (if any), then its degradation: (clean, degraded, parameters)."""
         if self.recipe.augment is not None:
             clean = self.recipe.augment(clean, rng)
-        degraded, params = self.fn(clean, rng, **self.params(rng))
+        if self.protocol_share and rng.random() < self.protocol_share:  # no draw at share 0: earlier runs' batches stay
+            degraded, params = self.protocol_fn(clean, rng, **self.recipe.params(rng))
+        else:
+            degraded, params = self.fn(clean, rng, **self.params(rng))
         return clean, degraded, params
 
     def batch(self, step: int, size: int) -> tuple[torch.Tensor, torch.Tensor, list[Params]]:
@@ -231,12 +239,16 @@ def train_tool(config: ToolTrainConfig, progress: bool = True, stop_at: int | No
     device = _resolve_device(config.device)
     if config.steps is None and config.minutes is None:
         raise ParameterError("give --minutes or --steps")
+    if not 0.0 <= config.protocol_share <= 1.0:
+        raise ParameterError(f"--protocol_share is a share, 0 to 1; got {config.protocol_share}")
+    if config.protocol_share and config.degradations == "protocol":
+        raise ParameterError("--protocol_share mixes the protocol's pairs into another model's: give --degradations randomized")
     images = load_folder(Path(config.data))
     if len(images) <= config.val_images:
         raise ParameterError(f"{config.data} has {len(images)} images; need more than the {config.val_images} held out for validation")
     train_images, val_images = images[config.val_images :], images[: config.val_images]
     val_images = [img[:256, :256] for img in val_images]
-    sampler = PairSampler(train_images, recipe, config.patch_size or recipe.patch_size, config.seed, config.degradations)
+    sampler = PairSampler(train_images, recipe, config.patch_size or recipe.patch_size, config.seed, config.degradations, config.protocol_share)
 
     torch.manual_seed(config.seed)
     net = build_net(recipe.arch, **recipe.config)
