@@ -102,14 +102,12 @@ def perturbations(path: list[tuple[str, str]], space: ActionSpace, rng: random.R
 
 
 async def conversation(
-    session: ToolSession, trajectory: Any, original: np.ndarray, views: ViewConfig, image_dir: Path, stem: str, base: Path,
-    perceive_id: str | None = None,
+    session: ToolSession, trajectory: Any, original: np.ndarray, views: ViewConfig, image_dir: Path, stem: str, base: Path, said: str
 ) -> tuple[list[dict[str, Any]], list[str]]:
-    """The trajectory's path as the conversation the policy acts in, its images written as PNG files; the prompt's
-    detector reading is of ``perceive_id`` (the image in a larger context) where given, else of the input."""
+    """The trajectory's path as the conversation the policy acts in, its images written as PNG files; ``said``: the
+    prompt's detector reading (``perceived``), the same for every trajectory of one image."""
     h, w = original.shape[:2]
     shown = await fetch_views(session, trajectory.original_id, w, h, views)
-    said = await perceived(session, perceive_id or trajectory.original_id, views)
     messages = [system_turn(views.short_prompt), task_turn(shown, said)]
     for step in trajectory.path():
         messages.append(call_turn(step.task, {"model": step.model}))
@@ -166,7 +164,6 @@ async def _one(
     session: ToolSession, sample: Sample, config: GenSFTConfig, space: ActionSpace, reuse: dict[SearchKey, tuple[list[tuple[str, str]], int]] | None = None
 ) -> list[dict[str, Any]]:
     degraded, clean, context = make_pair_in_context(sample, config.clean, config.crop, config.degradations, config.perception_context)
-    context_id = await session.load(context) if context is not None else None
     earlier = (reuse or {}).get(search_key(sample))
     if earlier is not None:  # the search's path, replayed: the same steps and images, without the search's calls
         _, searched = await restore(session, degraded, Replay(earlier[0]), name=f"{sample.index:06d}")
@@ -184,10 +181,12 @@ async def _one(
     for kind, steps in perturbations(path, space, rng, config):
         _, replayed = await restore(session, degraded, Replay(steps), name=f"{sample.index:06d}-{kind}")
         runs.append((kind, replayed, len(steps)))
+    # the detector's reading, once per image: of the larger window where there is one, else of the input
+    said = await perceived(session, await session.load(context) if context is not None else searched.original_id, config.views)
     records = []
     for kind, trajectory, calls in runs:
         stem = f"{sample.index:06d}_{kind}"
-        messages, images = await conversation(session, trajectory, degraded, config.views, config.out / "images", stem, config.out, context_id)
+        messages, images = await conversation(session, trajectory, degraded, config.views, config.out / "images", stem, config.out, said)
         records.append({
             "id": stem, "kind": kind, "combination": list(sample.combination), "camera": sample.camera, "source": sample.source, "seed": sample.seed,
             "trajectory": [f"{s.task}.{s.model}" for s in trajectory.path()], "search_calls": calls,
