@@ -53,6 +53,10 @@ class ViewConfig:
         default="",
         metadata={"help": "Which detector gives that reading: 'logistic', 'learned', or '' (the server's own); a policy reads with the one it was trained with."},
     )
+    fixed_size: bool = field(
+        default=False,
+        metadata={"help": "Every view at its fixed size (small images upscaled, the crop always shown), so that an image's size is not its number of visual tokens."},
+    )
 
     def __post_init__(self) -> None:
         if self.detector not in ("", "logistic", "learned"):
@@ -80,12 +84,34 @@ def crop_window(width: int, height: int, size: int) -> tuple[int, int, int, int]
 
 
 async def fetch_views(session: ToolSession, image_id: str, width: int, height: int, views: ViewConfig) -> list[np.ndarray]:
-    """The images the policy sees of one stored image: the whole view, then the native crop (when it adds detail)."""
-    shown = [await session.fetch(image_id, max_side=views.whole)]
+    """The images the policy sees of one stored image: the whole view, then the native crop (when it adds detail;
+    with ``fixed_size`` always, each at its fixed size)."""
+    whole = await session.fetch(image_id, max_side=views.whole)
+    if views.fixed_size:
+        shown = [_longest_side(whole, views.whole)]
+        if views.crop > 0:
+            window = crop_window(width, height, views.crop)
+            crop = await session.fetch(image_id, window=window) if window is not None else await session.fetch(image_id)
+            shown.append(_longest_side(crop, views.crop))
+        return shown
+    shown = [whole]
     window = crop_window(width, height, views.crop)
     if window is not None and max(width, height) > views.whole:
         shown.append(await session.fetch(image_id, window=window))
     return shown
+
+
+def _longest_side(image: np.ndarray, side: int) -> np.ndarray:
+    """``image`` with its longest side exactly ``side`` (bicubic up, area down, clipped)."""
+    import cv2
+
+    h, w = image.shape[:2]
+    if max(h, w) == side:
+        return image
+    scale = side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    interpolation = cv2.INTER_CUBIC if scale > 1 else cv2.INTER_AREA
+    return np.clip(cv2.resize(image, size, interpolation=interpolation), 0, 1)
 
 
 def tool_schemas(space: ActionSpace, short: bool = False) -> list[dict[str, Any]]:

@@ -89,6 +89,28 @@ async def test_small_images_are_shown_once(session, astronaut):
     assert len(shown) == 1 and shown[0].shape == (128, 128, 3)
 
 
+
+async def test_fixed_size_views_do_not_tell_an_images_size(session, astronaut):
+    """With fixed_size, a 40-px and a 200-px photo give views of the same shapes: two images, whole and crop."""
+    import cv2
+
+    views = ViewConfig(whole=96, crop=64, fixed_size=True)
+    shapes = []
+    for side in (40, 200):
+        small = np.clip(cv2.resize(astronaut, (side, side), interpolation=cv2.INTER_AREA), 0, 1)
+        shown = await fetch_views(session, await session.load(small), side, side, views)
+        shapes.append([v.shape for v in shown])
+    assert shapes[0] == shapes[1] == [(96, 96, 3), (64, 64, 3)]
+    # the large photo's crop is still native pixels; the small one's is the whole photo upscaled
+    big = np.clip(cv2.resize(astronaut, (200, 200), interpolation=cv2.INTER_AREA), 0, 1)
+    shown = await fetch_views(session, await session.load(big), 200, 200, views)
+    left, top, w, h = crop_window(200, 200, 64)
+    assert np.abs(shown[1] - big[top : top + h, left : left + w]).max() <= 0.5 / 255 + 1e-6
+    # a non-square photo keeps its aspect ratio
+    wide = np.clip(cv2.resize(astronaut, (60, 30), interpolation=cv2.INTER_AREA), 0, 1)
+    shown = await fetch_views(session, await session.load(wide), 60, 30, views)
+    assert [v.shape for v in shown] == [(48, 96, 3), (32, 64, 3)]
+
 async def test_the_short_prompt_is_much_shorter(checkpoint, session):
     from transformers import AutoProcessor
 

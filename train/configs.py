@@ -29,6 +29,14 @@ def _check_model(model: str) -> None:
         raise TirAgentError(f"unknown degradation source {model!r}: {' or '.join(repr(m) for m in MODELS)}")
 
 
+FIXED_VIEWS_HELP = (
+    "Show every image with the same number of visual tokens: the whole view at exactly the whole view's longest side "
+    "(smaller images upscaled, bicubic) and the crop always beside it (the whole image, upscaled, where it is smaller "
+    "than the crop). Without it a small image is a few tokens, and a policy trained on small crops learns size as a "
+    "cue that photos of another size do not give (a 125-px low-resolution photo looked to it like a sharp one)."
+)
+
+
 PERCEPTION_CONTEXT_HELP = (
     "Side of a larger window of the same photo, around the crop and degraded with the same draws, that the detector reads"
     " for the task prompt (0: the crop itself). The detector takes size as a cue (a small image reads as low-resolution),"
@@ -65,6 +73,7 @@ class GenSFTConfig:
     substitute_ratio: float = field(default=0.5, metadata={"help": "Chance that a trajectory gets a twin with one tool replaced."})
     whole_view: int = field(default=256, metadata={"help": "Longest side of the whole-image view the policy sees."})
     crop_view: int = field(default=128, metadata={"help": "Side of the native-resolution crop shown beside it (0: none)."})
+    fixed_views: bool = field(default=False, metadata={"help": FIXED_VIEWS_HELP})
     short_prompt: bool = field(default=False, metadata={"help": "Short system prompt and tool list, for small policies."})
     perception: bool = field(default=False, metadata={"help": "Add the detector's reading of the photo to the task prompt, as text."})
     detector: str = field(
@@ -97,7 +106,14 @@ class GenSFTConfig:
     def views(self) -> ViewConfig:
         from tiragent.agent.conversation import ViewConfig
 
-        return ViewConfig(whole=self.whole_view, crop=self.crop_view, short_prompt=self.short_prompt, perception=self.perception, detector=self.detector)
+        return ViewConfig(
+            whole=self.whole_view,
+            crop=self.crop_view,
+            short_prompt=self.short_prompt,
+            perception=self.perception,
+            detector=self.detector,
+            fixed_size=self.fixed_views,
+        )
 
 
 @dataclass
