@@ -240,3 +240,33 @@ def test_colour_mixing_gives_sharp_colour_edges(astronaut):
     mixed = [_mix_colours(grey, np.random.default_rng(seed)) for seed in range(8)]
     assert all(m.shape == grey.shape and m.dtype == np.float32 and 0 <= m.min() and m.max() <= 1 for m in mixed)
     assert max(float(np.abs(m - m.mean(axis=2, keepdims=True)).mean()) for m in mixed) > 0.05  # channels now differ
+
+
+def test_the_card_says_how_the_weights_were_trained(images, tmp_path, tiny_recipes):
+    links = tmp_path / "links"
+    links.mkdir()
+    for f in sorted(images.iterdir()):
+        (links / f"clean_{f.name}").symlink_to(f)
+    first = train_tool(config(links, tmp_path / "a"), progress=False)
+    assert first["data"] == "clean (5 photos)" and first["description"] == RECIPES["denoise.unet"].description
+    init = tmp_path / "a" / "runs" / "denoise.unet" / "denoise.unet.safetensors"
+    card = train_tool(config(images, tmp_path / "b", degradations="randomized", protocol_share=0.5, init=init), progress=False)
+    assert card["data"] == "clean" and "randomized degradation model" in card["description"]
+    assert "50% of its pairs from the benchmark protocol" in card["description"] and "Fine-tuned from denoise.unet.safetensors" in card["description"]
+
+
+def test_ship_copies_weights_under_the_servers_name_and_names_bad_files(images, tmp_path, tiny_recipes, capsys):
+    train_tool(config(images, tmp_path, eval_data=images), progress=False)
+    weights = tmp_path / "runs" / "denoise.unet" / "denoise.unet.safetensors"
+    into = tmp_path / "shipped"
+    assert main(["tools", "ship", str(weights), "--into", str(into)]) == 0
+    assert "denoise.unet" in capsys.readouterr().out
+    shipped = into / "denoise_unet.safetensors"
+    assert shipped.read_bytes() == weights.read_bytes()
+    assert main(["tools", "ship", str(weights), "--into", str(into)]) == 0  # again: says what it replaced
+    assert "replaced:" in capsys.readouterr().out
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not weights")
+    assert main(["tools", "ship", str(bad), "--into", str(into)]) == 2
+    assert "bad.safetensors" in capsys.readouterr().err
+    assert shipped.read_bytes() == weights.read_bytes()  # nothing lost

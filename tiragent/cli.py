@@ -111,6 +111,14 @@ def cmd_tools_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tools_ship(args: argparse.Namespace) -> int:
+    from tiragent.train.ship_tool import ship_tool
+
+    for weights in args.weights:
+        print(ship_tool(weights, args.into).summary())
+    return 0
+
+
 def cmd_train_gen_sft(args: argparse.Namespace) -> int:
     from tiragent.train.configs import GenSFTConfig
     from tiragent.train.sft_data import generate
@@ -360,6 +368,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = tools.add_parser("train", help="train one of the project's restoration networks on clean images", dataclass_types=[ToolTrainConfig])
     p.set_defaults(func=cmd_tools_train)
+    p = tools.add_parser("ship", help="copy trained weights into the package as the shipped tools their cards name")
+    p.add_argument("weights", type=Path, nargs="+", help="safetensors files written by `tools train`")
+    p.add_argument("--into", type=Path, default=None, help="weights folder (default: the package's server/weights)")
+    p.set_defaults(func=cmd_tools_ship)
     p = tools.add_parser("recipes", help="list the learned tools that `tools train` can train")
     p.set_defaults(func=cmd_tools_recipes)
     p = tools.add_parser("sources", help="list the official checkpoints that `tools download` knows")

@@ -222,6 +222,25 @@ def _resolve_device(device: str) -> str:
     return device
 
 
+def provenance(config: ToolTrainConfig) -> str:
+    """What the card's description adds about how these weights were trained (the tool's MCP description shows it)."""
+    said = ""
+    if config.degradations == "randomized":
+        said = " Trained on the randomized degradation model (each step draws its implementation as well as its strength)"
+        said += f", {config.protocol_share:.0%} of its pairs from the benchmark protocol's own degradation." if config.protocol_share else "."
+    if config.init is not None:
+        said += f" Fine-tuned from {Path(config.init).name}."
+    return said
+
+
+def data_name(folder: Path) -> str:
+    """The training folder as a card names it: where its files link to, the sources' folders (a folder of links to
+    CBSD432 and CSun_Hays80_half reads 'CBSD432 + CSun_Hays80_half (511 photos)'), else its own name."""
+    files = list_images(folder)
+    sources = sorted({f.resolve().parent.name for f in files if f.is_symlink()})
+    return f"{' + '.join(sources)} ({len(files)} photos)" if sources else folder.name
+
+
 def load_folder(folder: Path) -> list[np.ndarray]:
     paths = list_images(folder)
     if not paths:
@@ -330,11 +349,11 @@ def train_tool(config: ToolTrainConfig, progress: bool = True, stop_at: int | No
 
     card: dict[str, Any] = {
         "tool": recipe.key,
-        "description": recipe.description,
+        "description": recipe.description + provenance(config),
         "degradation": recipe.degradation,
         "arch": recipe.arch,
         "parameters": count_parameters(net),
-        "data": Path(config.data).name,
+        "data": data_name(Path(config.data)),
         "train_images": len(train_images),
         "steps": step,
         "schedule": schedule,
