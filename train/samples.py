@@ -9,6 +9,7 @@ real photo that needs little or nothing looks like.
 
 from __future__ import annotations
 
+import copy
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,8 +92,7 @@ def make_pair_in_context(
     y = min(max(0, top + side // 2 - big // 2), h - big)
     x = min(max(0, left + side // 2 - big // 2), w - big)
     window = np.ascontiguousarray(photo[y : y + big, x : x + big])
-    same = np.random.default_rng()
-    same.bit_generator.state = rng.bit_generator.state  # the window meets the draws the crop meets
+    same = copy.deepcopy(rng)  # the window meets the draws the crop meets
     return _degraded(sample, clean, rng, model), clean, _degraded(sample, window, same, model)
 
 
