@@ -54,7 +54,7 @@ def card_markdown(card: dict[str, Any]) -> str:
              f"trained from scratch by `make policy` (train/policy_recipe.sh).", ""]  # fmt: skip
     if data:
         lines.append(f"- SFT data: {data['conversations']} conversations from {data['images']} images ({data['kinds']}), "
-                     f"searched gain {data['searched_gain_psnr_db']:.2f} dB; made with {json.dumps({k: data['config'][k] for k in ('images', 'crop', 'degradations', 'camera_ratio', 'search_metrics', 'perception', 'detector', 'perception_context', 'reuse_search') if k in data['config']})}.")  # fmt: skip
+                     f"searched gain {data['searched_gain_psnr_db']:.2f} dB; made with {json.dumps({k: data['config'][k] for k in ('images', 'crop', 'degradations', 'camera_ratio', 'search_metrics', 'perception', 'detector', 'perception_context', 'fixed_views', 'reuse_search') if k in data['config']})}.")  # fmt: skip
     lines.append(f"- SFT: {sft['steps']} steps on {sft['conversations']} conversations, loss {sft['first_loss']:.3f} -> {sft['last_loss']:.3f}; "
                  f"recipe {json.dumps({k: sft['recipe'][k] for k in ('epochs', 'batch_size', 'lr', 'warmup_ratio')})}.")  # fmt: skip
     if rl:
