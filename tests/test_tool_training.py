@@ -270,3 +270,12 @@ def test_ship_copies_weights_under_the_servers_name_and_names_bad_files(images, 
     assert main(["tools", "ship", str(bad), "--into", str(into)]) == 2
     assert "bad.safetensors" in capsys.readouterr().err
     assert shipped.read_bytes() == weights.read_bytes()  # nothing lost
+
+
+def test_a_minutes_run_stopped_before_it_measured_its_speed_resumes_to_its_full_length(images, tmp_path, tiny_recipes):
+    """Killed while --minutes was still timing its first steps, a run used to end at its checkpoint on --resume."""
+    cfg = config(images, tmp_path, task="sr", recipe="srnet_x2", steps=None, minutes=0.02)
+    assert train_tool(cfg, progress=False, stop_at=5) is None
+    assert torch.load(tmp_path / "runs" / "sr.srnet_x2" / "last.pt", weights_only=False)["schedule"] == []
+    card = train_tool(dataclasses.replace(cfg, resume=True), progress=False)
+    assert card["steps"] >= 46 and card["schedule"] == [card["steps"]]

@@ -291,8 +291,10 @@ def train_tool(config: ToolTrainConfig, progress: bool = True, stop_at: int | No
             raise ParameterError(f"--resume: {checkpoint_path} trained the architecture options {state['config']}, not {recipe.config} (see --net-config)")
         net.load_state_dict(state["net"])
         optimizer.load_state_dict(state["optimizer"])
-        # Checkpoints written before the schedule was recorded: their run ends where they stopped.
-        step, elapsed, schedule = state["step"], state["elapsed"], state.get("schedule") or [state["step"]]
+        # Checkpoints written before the schedule was recorded: their run ends where they stopped. An empty schedule is
+        # a --minutes run stopped before it had measured its speed: it measures again from here.
+        step, elapsed = state["step"], state["elapsed"]
+        schedule = list(state["schedule"]) if "schedule" in state else [state["step"]]
         if config.steps is not None and config.steps > schedule[-1]:
             # Training longer than planned: the cosine schedule restarts over the new length (a warm restart).
             schedule = [*schedule, config.steps]
@@ -307,15 +309,16 @@ def train_tool(config: ToolTrainConfig, progress: bool = True, stop_at: int | No
     net.train()
     bar = tqdm(total=schedule[-1] if schedule else None, initial=step, desc=recipe.key, unit="step", disable=not progress, dynamic_ncols=True)
     start, last_save, calibrate_from = time.monotonic(), time.monotonic(), None
+    calibrate_at = step + 10  # --minutes: steps calibrate_at to calibrate_at + 30 measure the speed (after a resume too)
     loss_ema = None
     batches = batch_stream(sampler, step, config.batch_size, config.workers, pin_memory=device.startswith("cuda"))
     try:
         while (not schedule or step < schedule[-1]) and step != stop_at:
-            if not schedule and step == 10:
+            if not schedule and step == calibrate_at:
                 calibrate_from = time.monotonic()
-            if not schedule and step == 40:
+            if not schedule and step == calibrate_at + 30:
                 per_step = (time.monotonic() - calibrate_from) / 30
-                schedule = [max(41, int(config.minutes * 60 / per_step))]
+                schedule = [max(step + 1, int(config.minutes * 60 / per_step))]
                 bar.reset(total=schedule[-1])
                 bar.update(step)
             lr = _lr_at(step, schedule, config.lr)
