@@ -163,3 +163,28 @@ async def test_a_task_asked_for_again_ends_the_episode_unless_allowed(checkpoint
         _, trajectory = await restore(session, image, policy)
         assert len(trajectory.steps) == calls
     assert not allowed or trajectory.stop_reason == "policy answered STOP"
+
+
+def test_the_first_step_probe_scores_every_candidate(checkpoint, tmp_path):
+    """benchmarks/first_step.py: every tool call and STOP scored, a log-probability (finite, negative), and the
+    ranking printed; the probe is what found the shipped policy reading image size (docs/policy.md)."""
+    import math
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+    from skimage import data
+
+    from tiragent.images import write_image
+
+    write_image(data.astronaut()[:96, :80].astype(np.float32) / 255, tmp_path / "a.png")
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "first_step.py"
+    out = subprocess.run([sys.executable, str(script), str(tmp_path), "--policy", str(checkpoint), "--top", "3"],
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    rows = [line.split(" | ") for line in out.stdout.splitlines() if line.startswith("| a.png")]
+    assert len(rows) == 1 and rows[0][1] == "80x96"
+    ranked = [rows[0][3], *rows[0][4].rstrip(" |").split(", ")]
+    scores = [float(item.rsplit(" ", 1)[1]) for item in ranked]
+    assert len(scores) == 3 and scores == sorted(scores, reverse=True) and all(s < 0 and math.isfinite(s) for s in scores)
