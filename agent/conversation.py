@@ -83,21 +83,38 @@ def crop_window(width: int, height: int, size: int) -> tuple[int, int, int, int]
     return left, top, w, h
 
 
-async def fetch_views(session: ToolSession, image_id: str, width: int, height: int, views: ViewConfig) -> list[np.ndarray]:
-    """The images the policy sees of one stored image: the whole view, then the native crop (when it adds detail;
-    with ``fixed_size`` always, each at its fixed size)."""
-    whole = await session.fetch(image_id, max_side=views.whole)
-    if views.fixed_size:
-        shown = [_longest_side(whole, views.whole)]
-        if views.crop > 0:
-            window = crop_window(width, height, views.crop)
-            crop = await session.fetch(image_id, window=window) if window is not None else await session.fetch(image_id)
-            shown.append(_longest_side(crop, views.crop))
-        return shown
-    shown = [whole]
+ViewRequest = tuple[tuple[int, int, int, int] | None, int | None, int | None]
+"""One view: the window of the image (None: all of it), the longest side to downscale to (None: native), and the
+exact longest side to bring it to afterwards (None: as it comes)."""
+
+
+def view_requests(width: int, height: int, views: ViewConfig) -> list[ViewRequest]:
+    """The views the policy sees of a ``width`` x ``height`` image: the whole view, then the native crop (when it adds
+    detail; with ``fixed_size`` always, each at its fixed size)."""
     window = crop_window(width, height, views.crop)
-    if window is not None and max(width, height) > views.whole:
-        shown.append(await session.fetch(image_id, window=window))
+    if views.fixed_size:
+        return [(None, views.whole, views.whole), *([(window, None, views.crop)] if views.crop > 0 else [])]
+    return [(None, views.whole, None), *([(window, None, None)] if window is not None and max(width, height) > views.whole else [])]
+
+
+async def fetch_views(session: ToolSession, image_id: str, width: int, height: int, views: ViewConfig) -> list[np.ndarray]:
+    """The images the policy sees of one stored image (``view_requests``); the server crops and downscales."""
+    shown = []
+    for window, max_side, side in view_requests(width, height, views):
+        image = await session.fetch(image_id, max_side=max_side, window=window)
+        shown.append(_longest_side(image, side) if side else image)
+    return shown
+
+
+def local_views(image: np.ndarray, views: ViewConfig) -> list[np.ndarray]:
+    """``fetch_views`` of an image held here (RGB in [0, 1]), as 8-bit RGB: what training outside a session shows."""
+    shown = []
+    for window, max_side, side in view_requests(image.shape[1], image.shape[0], views):
+        part = image if window is None else image[window[1] : window[1] + window[3], window[0] : window[0] + window[2]]
+        if max_side is not None and max(part.shape[:2]) > max_side:
+            part = _longest_side(part, max_side)
+        part = _longest_side(part, side) if side else part
+        shown.append(np.round(np.clip(part, 0, 1) * 255).astype(np.uint8))
     return shown
 
 

@@ -7,7 +7,7 @@ import copy
 import numpy as np
 import pytest
 
-from tiragent.agent.conversation import GRID, ViewConfig, crop_window, fetch_views, split_images, stop_turn, tool_schemas
+from tiragent.agent.conversation import GRID, ViewConfig, crop_window, fetch_views, local_views, split_images, stop_turn, tool_schemas
 from tiragent.agent.loop import restore
 from tiragent.agent.policies.qwen import QwenVLPolicy
 
@@ -110,6 +110,21 @@ async def test_fixed_size_views_do_not_tell_an_images_size(session, astronaut):
     wide = np.clip(cv2.resize(astronaut, (60, 30), interpolation=cv2.INTER_AREA), 0, 1)
     shown = await fetch_views(session, await session.load(wide), 60, 30, views)
     assert [v.shape for v in shown] == [(48, 96, 3), (32, 64, 3)]
+
+@pytest.mark.parametrize("fixed", [False, True])
+async def test_local_views_are_the_views_a_session_fetches(session, astronaut, fixed):
+    """Training outside a session (vision pretraining) shows the policy what a session shows it, to PNG rounding."""
+    import cv2
+
+    views = ViewConfig(whole=96, crop=64, fixed_size=fixed)
+    for w, h in ((200, 150), (80, 60), (128, 40)):
+        image = np.clip(cv2.resize(astronaut, (w, h), interpolation=cv2.INTER_AREA), 0, 1)
+        fetched = await fetch_views(session, await session.load(image), w, h, views)
+        local = local_views(image, views)
+        assert [v.shape for v in local] == [v.shape for v in fetched]
+        for a, b in zip(local, fetched):
+            assert a.dtype == np.uint8 and np.abs(a / 255.0 - b).max() <= 1.5 / 255
+
 
 async def test_the_short_prompt_is_much_shorter(checkpoint, session):
     from transformers import AutoProcessor

@@ -110,3 +110,21 @@ def test_an_image_whose_tool_call_fails_is_skipped_and_named(tmp_path, monkeypat
     assert json.loads((out / "failed.jsonl").read_text())["index"] == 0
     card = json.loads((out / "card.json").read_text())
     assert card["failed_images"] == 1 and card["images"] == 2
+
+
+def test_sft_starts_from_a_pretrained_tower_and_the_shipped_card_says_so(checkpoint, data, tmp_path):
+    from tiragent.train.ship_policy import ship
+
+    clean = tmp_path / "photos"
+    clean.mkdir()
+    for i in range(2):
+        write_image(np.random.default_rng(i).random((80, 96, 3)).astype(np.float32), clean / f"p{i}.png")
+    vision = tmp_path / "vision"
+    args = ["train", "vision", "--model", str(checkpoint), "--out", str(vision), "--data", str(clean), "--whole_view", "48", "--crop_view", "0",
+            "--samples", "4", "--val_samples", "2", "--steps", "2", "--batch", "2", "--workers", "1", "--val_fraction", "0.5"]  # fmt: skip
+    assert main(args) == 0
+    out = tmp_path / "policy"
+    assert main(["train", "sft", "--data", str(data), "--model", str(vision), "--out", str(out), "--max_steps", "1", "--batch_size", "2"]) == 0
+    card = ship(out, tmp_path / "shipped")
+    assert card["vision"]["recipe"]["steps"] == 2 and card["model"]["parameters"] > 0
+    assert "Vision tower pretrained" in (tmp_path / "shipped" / "card.md").read_text()

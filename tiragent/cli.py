@@ -166,6 +166,16 @@ def cmd_train_allinone(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_vision(args: argparse.Namespace) -> int:
+    from tiragent.train.vision_pretrain import VisionPretrainConfig, pretrain_vision
+
+    card = pretrain_vision(from_args(VisionPretrainConfig, args))
+    after, before = card["validation"], card["validation_untrained"]
+    print(f"exact-set accuracy on held-out photos {after['exact_set']:.3f} (untrained {before['exact_set']:.3f}, label prior {after['label_prior_exact_set']:.3f})")
+    print(f"written: {args.out} (train sft --model {args.out})")
+    return 0
+
+
 def cmd_train_detector(args: argparse.Namespace) -> int:
     from tiragent.train.detector import DetectorTrainConfig, train_detector
 
@@ -397,6 +407,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = train.add_parser("detector", help="train the learned degradation detector on the randomized model", dataclass_types=[DetectorTrainConfig])
     p.set_defaults(func=cmd_train_detector)
+    from tiragent.train.vision_pretrain import VisionPretrainConfig
+
+    p = train.add_parser(
+        "vision", help="pretrain a Qwen-VL policy's vision tower on degradation recognition (before SFT)", dataclass_types=[VisionPretrainConfig]
+    )
+    p.set_defaults(func=cmd_train_vision)
     p = train.add_parser("allinone", help="train the all-in-one baseline: one network for every degradation", dataclass_types=[AllInOneConfig])
     p.set_defaults(func=cmd_train_allinone)
     p = train.add_parser("plot", help="plot the trends of a training run (reward, its dimensions and weights, calls, diversity)")

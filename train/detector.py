@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import json
-import math
 import platform
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -36,6 +35,7 @@ from tiragent.eval.randomized import camera_file, camera_native, camera_noise
 from tiragent.images import list_images, random_crop, read_image
 from tiragent.server.detector_net import DEGRADATIONS, SEVERITIES, DetectorNet, DetectorNetConfig, severity_of, views
 from tiragent.server.nets import count_parameters, save_net
+from tiragent.train.schedule import resumable, warmup_cosine
 
 PHYSICAL_ORDER = ["haze", "dark", "motion", "defocus", "rain", "lowres", "noise", "jpeg"]
 """The order a camera meets degradations in (scene, optics, sensor, file); half the samples shuffle it instead."""
@@ -81,13 +81,10 @@ def draw_degradations(rng: np.random.Generator) -> list[str]:
     return chosen
 
 
-def render_sample(
-    path: str, seed: int, randomized_share: float, view: int, crops: int | None, camera_share: float = 0.0, small_share: float = 0.0
-) -> dict[str, np.ndarray]:
-    """One sample of one photo: ``crops`` random crops (None: the five fixed views of inference)."""
-    from tiragent.server.perception import features
-
-    rng = np.random.default_rng(seed)
+def training_image(
+    path: str, rng: np.random.Generator, randomized_share: float, camera_share: float = 0.0, small_share: float = 0.0
+) -> tuple[np.ndarray, list[str], list[dict[str, Any]]]:
+    """One photo of the detector's training mixture, degraded: ``(image, degradations present, degrade's records)``."""
     image = read_image(path)
     camera = rng.random() < camera_share
     if camera:
@@ -110,6 +107,17 @@ def render_sample(
         image, records = degrade(image, names, seed=int(rng.integers(2**31)), params=params, model=model)
     if camera and "jpeg" not in names and rng.random() < 0.7:
         image, _ = camera_file(image, rng)
+    return image, names, records
+
+
+def render_sample(
+    path: str, seed: int, randomized_share: float, view: int, crops: int | None, camera_share: float = 0.0, small_share: float = 0.0
+) -> dict[str, np.ndarray]:
+    """One sample of one photo: ``crops`` random crops (None: the five fixed views of inference)."""
+    from tiragent.server.perception import features
+
+    rng = np.random.default_rng(seed)
+    image, names, records = training_image(path, rng, randomized_share, camera_share, small_share)
     severity = np.zeros(len(SEVERITIES), np.float32)
     mask = np.zeros(len(SEVERITIES), np.float32)
     for record in records:
@@ -168,14 +176,15 @@ def cached_render(file: Path, paths: list[Path], count: int, seed: int, config: 
     return data
 
 
-def split_photos(config: DetectorTrainConfig) -> tuple[list[Path], list[Path]]:
-    if not config.data:
+def split_photos(folders: list[Path], val_fraction: float) -> tuple[list[Path], list[Path]]:
+    """The photos of ``folders`` split, always the same way, into training photos and ``val_fraction`` held out."""
+    if not folders:
         raise ParameterError("--data needs at least one folder of clean training photos")
-    paths = [p for folder in config.data for p in list_images(folder)]
+    paths = [p for folder in folders for p in list_images(folder)]
     if len(paths) < 2:
-        raise ParameterError(f"--data has {len(paths)} images; the detector needs at least 2 (one held out for calibration)")
+        raise ParameterError(f"--data has {len(paths)} images; at least 2 are needed (one held out for validation)")
     order = np.random.default_rng(12345).permutation(len(paths))
-    held = max(1, round(config.val_fraction * len(paths)))
+    held = max(1, round(val_fraction * len(paths)))
     return [paths[i] for i in order[held:]], [paths[i] for i in order[:held]]
 
 
@@ -215,7 +224,7 @@ def summarize(probabilities: np.ndarray, present: np.ndarray, severity: np.ndarr
 def train_detector(config: DetectorTrainConfig) -> Path:
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
-    train_photos, val_photos = split_photos(config)
+    train_photos, val_photos = split_photos(config.data, config.val_fraction)
     started = time.time()
     train = cached_render(out / "train.npz", train_photos, config.samples, config.seed, config, config.train_views, "render train")
     val = cached_render(out / "val.npz", val_photos, config.val_samples, config.seed + 1, config, None, "render validation")
@@ -224,18 +233,12 @@ def train_detector(config: DetectorTrainConfig) -> Path:
     net.stats_mean.copy_(torch.from_numpy(train["stats"].mean(axis=0)))
     net.stats_std.copy_(torch.from_numpy(train["stats"].std(axis=0) + 1e-6))
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
-    warmup = max(1, config.steps // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, config.steps - warmup)))
-    )
+    schedule = warmup_cosine(optimizer, config.steps)
     step, log = 0, []
     checkpoint = out / "last.pt"
     recipe = card_recipe(config)
-    if config.resume and checkpoint.is_file():
-        state = torch.load(checkpoint, weights_only=False)
-        if state.get("recipe", recipe) != recipe:
-            changed = sorted(k for k in recipe if state["recipe"].get(k) != recipe[k])
-            raise ParameterError(f"{checkpoint} was trained under another recipe ({', '.join(changed)} differ): use another --out, or delete it to start again")
+    state = resumable(checkpoint, recipe) if config.resume else None
+    if state is not None:
         net.load_state_dict(state["net"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])

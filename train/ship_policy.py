@@ -2,8 +2,8 @@
 
     python -m tiragent.train.ship_policy --run runs/policy/rl --out agent/weights/policy
 
-The card (``card.json`` and ``card.md``) gathers what the run folders recorded: the SFT data's card
-(``gen-sft``), the SFT run (``tir_agent_sft.json``), the RL run (``tir_agent_rl.json``) and the
+The card (``card.json`` and ``card.md``) gathers what the run folders recorded: the vision tower's pretraining
+(``tir_agent_vision.json``, where SFT started from a ``train vision`` folder), the SFT data's card (``gen-sft``), the SFT run (``tir_agent_sft.json``), the RL run (``tir_agent_rl.json``) and the
 model's size, so the shipped weights say how they were made.
 """
 
@@ -42,7 +42,8 @@ def ship(run: Path, out: Path, sft: Path | None = None, data: Path | None = None
     for name in FILES:
         if (run / name).is_file():
             shutil.copy(run / name, out / name)
-    card = {"model": _read(init / "tir_agent.json"), "size_mb": round(size_mb, 2), "sft_data": _read(data / "card.json"), "sft": sft_card, "rl": rl}
+    card = {"model": _read(init / "tir_agent.json"), "size_mb": round(size_mb, 2), "vision": _read(init / "tir_agent_vision.json"),
+            "sft_data": _read(data / "card.json"), "sft": sft_card, "rl": rl}
     (out / "card.json").write_text(json.dumps(card, indent=2))
     (out / "card.md").write_text(card_markdown(card))
     return card
@@ -52,6 +53,11 @@ def card_markdown(card: dict[str, Any]) -> str:
     model, data, sft, rl = card["model"] or {}, card["sft_data"] or {}, card["sft"], card["rl"]
     lines = ["# The shipped policy", "", f"A {model.get('kind', 'Qwen-VL')} with {model.get('parameters', 0):,} parameters ({card['size_mb']} MB), "
              f"trained from scratch by `make policy` (train/policy_recipe.sh).", ""]  # fmt: skip
+    if card.get("vision"):
+        vision = card["vision"]
+        lines.append(f"- Vision tower pretrained on degradation recognition (`tir-agent train vision`): {vision['recipe']['steps']} steps of "
+                     f"{vision['recipe']['batch']} on {vision['recipe']['samples']} renders of {vision['train_photos']} photos; exact-set accuracy on "
+                     f"held-out photos {vision['validation']['exact_set']:.3f} (label prior {vision['validation']['label_prior_exact_set']:.3f}).")  # fmt: skip
     if data:
         lines.append(f"- SFT data: {data['conversations']} conversations from {data['images']} images ({data['kinds']}), "
                      f"searched gain {data['searched_gain_psnr_db']:.2f} dB; made with {json.dumps({k: data['config'][k] for k in ('images', 'crop', 'degradations', 'camera_ratio', 'search_metrics', 'perception', 'detector', 'perception_context', 'fixed_views', 'reuse_search') if k in data['config']})}.")  # fmt: skip
