@@ -18,7 +18,7 @@ import json
 import platform
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +28,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from tiragent.errors import ParameterError
 from tiragent.eval.calibration import fit_temperature, presence_scores
 from tiragent.eval.degradations import degrade
 from tiragent.eval.randomized import camera_file, camera_native, camera_noise
-from tiragent.images import list_images, random_crop, read_image
+from tiragent.images import random_crop, read_image
 from tiragent.server.detector_net import DEGRADATIONS, SEVERITIES, DetectorNet, DetectorNetConfig, severity_of, views
 from tiragent.server.nets import count_parameters, save_net
-from tiragent.train.schedule import resumable, warmup_cosine
+from tiragent.train.common import recipe_of, render_key, resumable, split_photos, warmup_cosine
 
 PHYSICAL_ORDER = ["haze", "dark", "motion", "defocus", "rain", "lowres", "noise", "jpeg"]
 """The order a camera meets degradations in (scene, optics, sensor, file); half the samples shuffle it instead."""
@@ -152,20 +151,15 @@ def render(paths: list[Path], count: int, seed: int, config: DetectorTrainConfig
 
 def card_recipe(config: DetectorTrainConfig) -> dict[str, Any]:
     """The settings that make the weights what they are (not where they are written, nor whether the run resumed)."""
-    return {k: (str(v) if isinstance(v, Path) else [str(x) for x in v] if isinstance(v, list) else v) for k, v in asdict(config).items() if k not in ("resume", "out", "weights")}
+    return recipe_of(config, skip=("resume", "out", "weights"))
 
 
 RENDER_FIELDS = ("randomized_share", "camera_share", "small_share", "view", "train_views", "seed", "data")
 """The recipe fields a rendered cache depends on: a cache made under others is rendered again."""
 
 
-def render_key(config: DetectorTrainConfig, count: int) -> str:
-    recipe = card_recipe(config)
-    return json.dumps({"count": count, **{k: recipe[k] for k in RENDER_FIELDS}}, sort_keys=True)
-
-
 def cached_render(file: Path, paths: list[Path], count: int, seed: int, config: DetectorTrainConfig, crops: int | None, desc: str) -> dict[str, np.ndarray]:
-    key = render_key(config, count)
+    key = render_key(card_recipe(config), RENDER_FIELDS, count)
     if file.is_file():
         with np.load(file) as data:
             if "recipe" in data.files and str(data["recipe"]) == key:
@@ -174,18 +168,6 @@ def cached_render(file: Path, paths: list[Path], count: int, seed: int, config: 
     data = render(paths, count, seed, config, crops, desc)
     np.savez(file, recipe=np.array(key), **data)
     return data
-
-
-def split_photos(folders: list[Path], val_fraction: float) -> tuple[list[Path], list[Path]]:
-    """The photos of ``folders`` split, always the same way, into training photos and ``val_fraction`` held out."""
-    if not folders:
-        raise ParameterError("--data needs at least one folder of clean training photos")
-    paths = [p for folder in folders for p in list_images(folder)]
-    if len(paths) < 2:
-        raise ParameterError(f"--data has {len(paths)} images; at least 2 are needed (one held out for validation)")
-    order = np.random.default_rng(12345).permutation(len(paths))
-    held = max(1, round(val_fraction * len(paths)))
-    return [paths[i] for i in order[held:]], [paths[i] for i in order[:held]]
 
 
 def _tensors(data: dict[str, np.ndarray], index: np.ndarray) -> tuple[torch.Tensor, ...]:

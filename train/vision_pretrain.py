@@ -22,7 +22,7 @@ import platform
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +33,8 @@ from tiragent.agent.conversation import ViewConfig, local_views
 from tiragent.errors import ParameterError
 from tiragent.eval.calibration import presence_scores
 from tiragent.tasks import TASK_OF_DEGRADATION
+from tiragent.train.common import recipe_of, render_key, resumable, split_photos, warmup_cosine
 from tiragent.train.configs import FIXED_VIEWS_HELP
-from tiragent.train.schedule import resumable, warmup_cosine
 
 DEGRADATIONS = list(TASK_OF_DEGRADATION)
 
@@ -84,17 +84,12 @@ def render_sample(path: str, seed: int, config: VisionPretrainConfig) -> dict[st
 
 RENDER_FIELDS = ("data", "whole_view", "crop_view", "fixed_views", "randomized_share", "camera_share", "small_share", "val_fraction", "seed")
 """The fields a rendered cache depends on; a cache made under others is rendered again."""
-
-
-def recipe_of(config: VisionPretrainConfig) -> dict[str, Any]:
-    """The settings that make the tower what it is (not where it is written, nor whether the run resumed)."""
-    skip = ("out", "resume")
-    return {k: str(v) if isinstance(v, Path) else [str(x) for x in v] if isinstance(v, list) else v for k, v in asdict(config).items() if k not in skip}
+SKIP = ("out", "resume")
+"""The fields that do not make the tower what it is (where it is written, whether the run resumed)."""
 
 
 def cached_render(file: Path, paths: list[Path], count: int, seed: int, config: VisionPretrainConfig, desc: str) -> list[dict[str, Any]]:
-    recipe = recipe_of(config)
-    key = json.dumps({"count": count, **{k: recipe[k] for k in RENDER_FIELDS}}, sort_keys=True)
+    key = render_key(recipe_of(config, SKIP), RENDER_FIELDS, count)
     if file.is_file():
         cached = pickle.loads(file.read_bytes())
         if cached.get("key") == key:
@@ -158,8 +153,6 @@ def pretrain_vision(config: VisionPretrainConfig) -> dict[str, Any]:
     import torch.nn.functional as F
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from tiragent.train.detector import split_photos
-
     if not (config.model / "config.json").is_file():
         raise ParameterError(f"--model {config.model}: not a checkpoint folder (no config.json)")
     work = config.out / "pretrain"
@@ -171,11 +164,10 @@ def pretrain_vision(config: VisionPretrainConfig) -> dict[str, Any]:
     processor = AutoProcessor.from_pretrained(str(config.model))
     model = AutoModelForImageTextToText.from_pretrained(str(config.model), dtype=torch.float32)
     probe = TowerProbe(model, processor, config.seed)
-    untrained = evaluate(probe, val)
     optimizer = torch.optim.AdamW(probe.parameters(), lr=config.lr, weight_decay=0.01)
     schedule = warmup_cosine(optimizer, config.steps)
     step, log = 0, []
-    checkpoint, recipe = work / "last.pt", recipe_of(config)
+    checkpoint, recipe = work / "last.pt", recipe_of(config, SKIP)
     state = resumable(checkpoint, recipe) if config.resume else None
     if state is not None:
         probe.tower.load_state_dict(state["tower"])
@@ -183,6 +175,8 @@ def pretrain_vision(config: VisionPretrainConfig) -> dict[str, Any]:
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         step, log, untrained = state["step"], state["log"], state["untrained"]
+    else:
+        untrained = evaluate(probe, val)  # the head on the random tower, before any step (a resumed run kept its own)
     resumed_at = step
     rng = np.random.default_rng(config.seed + 7)
     for _ in range(step):  # the batches a resumed run already saw
