@@ -15,7 +15,7 @@ from typing import Protocol
 
 from tiragent.agent.actions import Action, Step, Stop
 from tiragent.agent.session import ActionSpace, ToolSession
-from tiragent.errors import ToolNotFoundError, did_you_mean
+from tiragent.errors import TirAgentError, ToolNotFoundError, did_you_mean
 from tiragent.tasks import Task
 
 # The usual restoration order when nothing better is known: light and noise first, resolution last.
@@ -83,10 +83,42 @@ def register_policy(name: str) -> Callable[[PolicyFactory], PolicyFactory]:
     return decorator
 
 
+def policy_options(spec: str) -> tuple[str, dict[str, object]]:
+    """``NAME?key=value&key=value`` split into the name and its options, each value read as JSON where it parses
+    (``0.2``, ``true``) and as text otherwise (``rank``): ``tir?decode=rank&gate=0.2``."""
+    import json
+
+    name, _, query = spec.partition("?")
+    options: dict[str, object] = {}
+    for item in filter(None, query.split("&")):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise TirAgentError(f"policy {spec!r}: option {item!r} is not key=value")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return name, options
+
+
 def create_policy(spec: str, **options: object) -> Policy:
-    """A built-in policy by name, or a Qwen-VL policy from a checkpoint folder (or hub id)."""
+    """A built-in policy by name, or a Qwen-VL policy from a checkpoint folder (or hub id); options after ``?``
+    (``policy_options``) go to its constructor."""
     from tiragent.agent import policies  # noqa: F401 - registers the built-in policies
 
+    name, given = policy_options(spec)
+    try:
+        policy = _create(name, {**given, **options})
+    except TypeError as err:
+        if given and "unexpected keyword" in str(err):
+            raise TirAgentError(f"policy {name!r} takes no option among {', '.join(given)} ({err})") from None
+        raise
+    if given:
+        policy.name = spec  # its options are part of its name in every table
+    return policy
+
+
+def _create(spec: str, options: dict[str, object]) -> Policy:
     if spec in POLICIES:
         return POLICIES[spec](**options)
     if Path(spec).exists() or "/" in spec:

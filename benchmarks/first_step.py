@@ -13,35 +13,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 from pathlib import Path
-from typing import Any
 
 from tiragent.images import list_images, read_image
 
 
-def reply_logprob(policy: Any, tools: list[dict[str, Any]], reply: dict[str, Any]) -> float:
-    """Sum of the log-probabilities of ``reply``'s tokens after the policy's current messages."""
-    import torch
-
-    processor = policy.processor
-    images = [p["image"] for m in policy.messages if isinstance(m.get("content"), list) for p in m["content"] if p.get("type") == "image"]
-    prompt = processor.apply_chat_template(policy.messages, tools=tools, add_generation_prompt=True, tokenize=False)
-    full = processor.apply_chat_template([*policy.messages, reply], tools=tools, tokenize=False)
-    if not full.startswith(prompt):
-        raise ValueError("the template renders the prompt differently once a reply follows it")
-    start = processor(text=[prompt], images=images or None, return_tensors="pt")["input_ids"].shape[1]
-    inputs = processor(text=[full], images=images or None, return_tensors="pt").to(policy.device)
-    with torch.inference_mode():
-        logits = policy.model(**inputs).logits[0].float()
-    ids = inputs["input_ids"][0, start:]
-    end = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
-    stops = (ids == end).nonzero()
-    length = int(stops[0]) + 1 if len(stops) else len(ids)
-    logprobs = torch.log_softmax(logits[start - 1 : start - 1 + length], -1)
-    return float(logprobs[torch.arange(length), ids[:length]].sum())
-
-
 async def first_steps(policy_dir: str, paths: list[Path]) -> list[tuple[Path, str, dict[str, float]]]:
-    from tiragent.agent.conversation import call_turn, stop_turn, tool_schemas
+    from tiragent.agent.actions import Action, Stop
+    from tiragent.agent.conversation import tool_schemas
     from tiragent.agent.policies.qwen import QwenVLPolicy
     from tiragent.agent.policy import Observation
     from tiragent.agent.session import open_session
@@ -51,14 +29,15 @@ async def first_steps(policy_dir: str, paths: list[Path]) -> list[tuple[Path, st
     async with open_session() as session:
         space = await session.action_space()
         tools = tool_schemas(space, short=policy.views.short_prompt)
-        candidates = {"STOP": stop_turn()} | {f"{t}.{m}": call_turn(t, {"model": m}) for t, models in space.models.items() for m in models}
+        replies: list[Action | Stop] = [Stop(reason="STOP"), *(Action(t, m) for t, models in space.models.items() for m in models)]
+        names = [r.task + "." + r.model if isinstance(r, Action) else "STOP" for r in replies]
         for path in paths:
             image = read_image(path)
             image_id = await session.load(image)
             size = (image.shape[1], image.shape[0])
             await policy.reset(Observation(original_id=image_id, current_id=image_id, space=space, session=session, original_size=size))
             said = policy.messages[-1]["content"][-1]["text"].split("\n", 1)[-1] if policy.views.perception else ""
-            out.append((path, said, {name: reply_logprob(policy, tools, reply) for name, reply in candidates.items()}))
+            out.append((path, said, dict(zip(names, policy.score(tools, replies), strict=True))))
     return out
 
 

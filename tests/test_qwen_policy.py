@@ -188,3 +188,79 @@ def test_the_first_step_probe_scores_every_candidate(checkpoint, tmp_path):
     ranked = [rows[0][3], *rows[0][4].rstrip(" |").split(", ")]
     scores = [float(item.rsplit(" ", 1)[1]) for item in ranked]
     assert len(scores) == 3 and scores == sorted(scores, reverse=True) and all(s < 0 and math.isfinite(s) for s in scores)
+
+
+async def test_ranked_scores_are_each_replys_likelihood_in_the_whole_conversation(checkpoint, session, image):
+    """``decode=rank`` scores all candidates in one padded batch; each score must be what the reply's tokens get when
+    the whole conversation is rendered and run alone (images, positions and padding handled alike)."""
+    import torch
+
+    from tiragent.agent.conversation import ViewConfig, call_turn, stop_turn
+
+    policy = QwenVLPolicy(str(checkpoint), decode="rank", views=ViewConfig(whole=64, crop=32, short_prompt=True, perception=True))
+    _, trajectory = await restore(session, image, policy, max_steps=2)
+    assert trajectory.steps or trajectory.stop_reason == "policy answered STOP"
+    space = await session.action_space()
+    tools = tool_schemas(space, short=True)
+    replies = [Stop(reason="x"), Action("denoise", space.models["denoise"][0]), Action("sr", space.models["sr"][-1])]
+    batched = policy.score(tools, replies, chunk=2)  # two chunks, different padding in each
+    processor = policy.processor
+    images = [p["image"] for m in policy.messages if isinstance(m.get("content"), list) for p in m["content"] if p.get("type") == "image"]
+    prompt = processor.apply_chat_template(policy.messages, tools=tools, add_generation_prompt=True, tokenize=False)
+    start = processor(text=[prompt], images=images, return_tensors="pt")["input_ids"].shape[1]
+    for reply, score in zip(replies, batched, strict=True):
+        turn = stop_turn() if isinstance(reply, Stop) else call_turn(reply.task, {"model": reply.model})
+        full = processor.apply_chat_template([*policy.messages, turn], tools=tools, tokenize=False)
+        inputs = processor(text=[full], images=images, return_tensors="pt")
+        with torch.inference_mode():
+            logprobs = torch.log_softmax(policy.model(**inputs).logits[0].float(), -1)
+        ids = inputs["input_ids"][0]
+        end = int((ids[start:] == processor.tokenizer.convert_tokens_to_ids("<|im_end|>")).nonzero()[0]) + start + 1
+        alone = float(logprobs[torch.arange(start - 1, end - 1), ids[start:end]].sum())
+        assert score == pytest.approx(alone, abs=1e-3)
+        assert score < 0
+
+
+async def test_ranked_decoding_takes_the_likeliest_valid_reply_and_the_gate_keeps_to_the_detector(checkpoint, session, image):
+    policy = QwenVLPolicy(str(checkpoint), decode="rank")
+    space = await session.action_space()
+    chosen = []
+    score = policy.score
+
+    def spy(tools, replies, chunk=32):
+        scores = score(tools, replies, chunk)
+        chosen.append((replies, replies[max(range(len(replies)), key=scores.__getitem__)]))
+        return scores
+
+    policy.score = spy
+    _, trajectory = await restore(session, image, policy, max_steps=3)
+    first, best = chosen[0]
+    assert len(first) == sum(len(m) for m in space.models.values()) + 1 and isinstance(first[-1], Stop)
+    assert [s.key for s in trajectory.steps] == [f"{b.task}.{b.model}" for _, b in chosen if isinstance(b, Action)]
+    for (replies, _), step in zip(chosen[1:], trajectory.steps, strict=False):
+        assert all(r.task != step.task for r in replies if isinstance(r, Action))  # a task runs once
+    # The gate: only what the detector reads at least that likely, besides STOP.
+    gated = QwenVLPolicy(str(checkpoint), decode="rank", gate=0.5)
+    await restore(session, image, gated, max_steps=0)
+    found = await session.detect(await session.load(image))
+    likely = {t for t, p in found.items() if p >= 0.5}
+    assert {r.task for r in gated.candidates(space) if isinstance(r, Action)} == likely
+    nothing = QwenVLPolicy(str(checkpoint), decode="rank", gate=1.01)
+    _, trajectory = await restore(session, image, nothing)
+    assert trajectory.steps == [] and trajectory.stop_reason == "policy answered STOP"
+
+
+def test_policy_options_come_after_a_question_mark(checkpoint):
+    from tiragent.agent.policy import policy_options
+    from tiragent.errors import TirAgentError
+
+    assert policy_options("tir?decode=rank&gate=0.2") == ("tir", {"decode": "rank", "gate": 0.2})
+    assert policy_options("runs/x") == ("runs/x", {})
+    with pytest.raises(TirAgentError, match="'gate' is not key=value"):
+        policy_options("tir?gate")
+    policy = create_policy(f"{checkpoint}?decode=rank&gate=0.3")
+    assert (policy.decode, policy.gate, policy.name) == ("rank", 0.3, f"{checkpoint}?decode=rank&gate=0.3")
+    with pytest.raises(TirAgentError, match="takes no option among colour"):
+        create_policy("fixed?colour=red")
+    with pytest.raises(TirAgentError, match="decode must be"):
+        create_policy(f"{checkpoint}?decode=beam")

@@ -23,10 +23,11 @@ from tiragent.agent.conversation import (
     call_turn,
     error_turn,
     fetch_views,
-    perceived,
+    perception_text,
     read_views,
     result_text,
     result_turn,
+    stop_turn,
     system_turn,
     task_turn,
     tool_schemas,
@@ -34,6 +35,7 @@ from tiragent.agent.conversation import (
 from tiragent.agent.policy import Observation, register_policy
 from tiragent.agent.session import ActionSpace
 from tiragent.agent.tiny import chat_template
+from tiragent.errors import TirAgentError
 from tiragent.images import to_uint8
 
 OUR_TEMPLATE_MARK = "You may call one function per turn to restore the image"
@@ -88,11 +90,20 @@ class QwenVLPolicy:
         retries: int = 1,
         shuffle_tools: int | None = None,
         repeat_tasks: bool = False,
+        decode: str = "generate",
+        gate: float = 0.0,
     ) -> None:
         """``shuffle_tools``: a seed; each episode's tool list is then listed in another order (an ablation: a policy
         that read its tools should not depend on their order). ``repeat_tasks``: allow a task that already ran to run
         again; by default such a call ends the episode (training data uses each task at most once, as the search does,
-        so a repeat is a policy outside what it learned)."""
+        so a repeat is a policy outside what it learned). ``decode``: ``generate`` (greedy decoding of free text) or
+        ``rank`` (every valid reply, each tool call with each model and STOP, scored by its likelihood, the likeliest
+        taken: no malformed call is possible). ``gate`` (with ``rank``): only tasks the detector reads at least this
+        likely are candidates, besides STOP."""
+        if decode not in ("generate", "rank"):
+            raise TirAgentError(f"decode must be 'generate' or 'rank', not {decode!r}")
+        if gate and decode != "rank":
+            raise TirAgentError("gate needs decode='rank' (it restricts the ranked candidates)")
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -113,6 +124,8 @@ class QwenVLPolicy:
         self.model = model.to(self.device).eval()
         self.views = views or read_views(checkpoint) or ViewConfig()  # as it was trained, when it says
         self.max_new_tokens, self.retries, self.repeat_tasks = max_new_tokens, retries, repeat_tasks
+        self.decode, self.gate = decode, gate
+        self.found: dict[str, float] = {}
         self.shuffle = random.Random(shuffle_tools) if shuffle_tools is not None else None
         self.order: list[int] | None = None
         self.messages: list[dict[str, Any]] = []
@@ -124,7 +137,11 @@ class QwenVLPolicy:
     async def reset(self, observation: Observation) -> None:
         width, height = observation.original_size
         original = await self._views(observation, observation.original_id, width, height)
-        said = await perceived(observation.session, observation.original_id, self.views)
+        said = ""
+        if self.views.perception or self.gate:
+            found = await observation.session.perceive(observation.original_id, self.views.detector or None)
+            self.found = found["tasks"]
+            said = perception_text(found) if self.views.perception else ""
         self.messages = [system_turn(self.views.short_prompt), task_turn(original, said)]
         self.actions, self.seen = [], 0
         if self.shuffle is not None:
@@ -153,11 +170,78 @@ class QwenVLPolicy:
         text = self.processor.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=False)
         return text.split("<|im_end|>")[0]
 
+    def candidates(self, space: ActionSpace) -> list[Action | Stop]:
+        """Every reply ``rank`` scores: each task not yet run (and, with ``gate``, read by the detector at least that
+        likely) with each of its models, then STOP."""
+        done = {a.task for a in self.actions}
+        tasks = [t for t in space.tasks if (self.repeat_tasks or t not in done) and self.found.get(t, 0.0) >= self.gate]
+        return [*(Action(t, m) for t in tasks for m in space.models[t]), Stop(reason="policy answered STOP")]
+
+    def score(self, tools: list[dict[str, Any]], replies: list[Action | Stop], chunk: int = 32) -> list[float]:
+        """The log-likelihood of each reply (its tokens up to the end of the turn) after the conversation so far,
+        exactly as the template renders it in training."""
+        import torch
+
+        template = self.processor.apply_chat_template
+        prompt = template(self.messages, tools=tools, add_generation_prompt=True, tokenize=False)
+        suffixes = []
+        for reply in replies:
+            turn = stop_turn() if isinstance(reply, Stop) else call_turn(reply.task, {"model": reply.model})
+            text = template([*self.messages, turn], tools=tools, tokenize=False)
+            if not text.startswith(prompt):
+                raise ValueError("the chat template renders the conversation differently once a reply follows it")
+            rest = text[len(prompt) :]
+            suffixes.append(rest[: rest.index("<|im_end|>") + len("<|im_end|>")])
+        inputs = template(self.messages, tools=tools, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt")
+        tokenizer = self.processor.tokenizer
+        scores: list[float] = []
+        for start in range(0, len(replies), chunk):
+            part = [tokenizer(s, add_special_tokens=False)["input_ids"] for s in suffixes[start : start + chunk]]
+            scores.extend(self._loglik(inputs, part))
+        return scores
+
+    def _loglik(self, inputs: Any, suffixes: list[list[int]]) -> list[float]:
+        """One batched forward of the prompt followed by each suffix (right-padded); the sum of each suffix's log-probabilities."""
+        import torch
+
+        prompt = inputs["input_ids"][0]
+        n, width = len(suffixes), len(prompt) + max(len(s) for s in suffixes)
+        pad = self.processor.tokenizer.pad_token_id or 0
+        ids = torch.full((n, width), pad, dtype=torch.long)
+        mask = torch.zeros((n, width), dtype=torch.long)
+        for i, s in enumerate(suffixes):
+            ids[i, : len(prompt) + len(s)] = torch.cat([prompt, torch.tensor(s, dtype=torch.long)])
+            mask[i, : len(prompt) + len(s)] = 1
+        batch: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
+        if "mm_token_type_ids" in inputs:
+            types = torch.zeros((n, width), dtype=inputs["mm_token_type_ids"].dtype)
+            types[:, : len(prompt)] = inputs["mm_token_type_ids"][0]
+            batch["mm_token_type_ids"] = types
+        if "pixel_values" in inputs:
+            batch["pixel_values"] = inputs["pixel_values"].repeat(n, 1)
+            batch["image_grid_thw"] = inputs["image_grid_thw"].repeat(n, 1)
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        with torch.inference_mode():
+            logits = self.model(**batch).logits.float()
+        logprobs = torch.log_softmax(logits[:, len(prompt) - 1 : -1], dim=-1)
+        out = []
+        for i, s in enumerate(suffixes):
+            target = torch.tensor(s, device=logprobs.device)
+            out.append(float(logprobs[i, torch.arange(len(s), device=logprobs.device), target].sum()))
+        return out
+
     async def next(self, observation: Observation) -> Action | Stop:
         await self._observe(observation)
         tools = tool_schemas(observation.space, short=self.views.short_prompt)
         if self.order is not None:
             tools = [tools[i] for i in self.order]
+        if self.decode == "rank":
+            replies = self.candidates(observation.space)
+            scores = self.score(tools, replies)
+            decision = replies[max(range(len(replies)), key=scores.__getitem__)]
+            if isinstance(decision, Action):
+                self.actions.append(decision)
+            return decision
         problem = ""
         for attempt in range(self.retries + 1):
             reply = self.generate(tools)
