@@ -180,7 +180,6 @@ class QwenVLPolicy:
     def score(self, tools: list[dict[str, Any]], replies: list[Action | Stop], chunk: int = 32) -> list[float]:
         """The log-likelihood of each reply (its tokens up to the end of the turn) after the conversation so far,
         exactly as the template renders it in training."""
-        import torch
 
         template = self.processor.apply_chat_template
         prompt = template(self.messages, tools=tools, add_generation_prompt=True, tokenize=False)
