@@ -264,3 +264,19 @@ def test_policy_options_come_after_a_question_mark(checkpoint):
         create_policy("fixed?colour=red")
     with pytest.raises(TirAgentError, match="decode must be"):
         create_policy(f"{checkpoint}?decode=beam")
+
+
+async def test_a_strong_detector_prior_makes_the_ranked_choice_the_detectors(checkpoint, session, image):
+    """With ``prior`` far above the policy's own log-likelihoods, the choice is the detector's: its likeliest task if
+    that beats doing nothing (``log p`` against the sum of ``log (1 - p)``), STOP otherwise."""
+    import math
+
+    policy = QwenVLPolicy(str(checkpoint), decode="rank", prior=1000.0)
+    _, trajectory = await restore(session, image, policy, max_steps=1)
+    found = {t: min(0.99, max(0.01, p)) for t, p in (await session.detect(await session.load(image))).items()}
+    best = max(found, key=found.get)
+    if math.log(found[best]) > sum(math.log(1 - q) for q in found.values()):
+        assert [s.task for s in trajectory.steps] == [best]
+    else:
+        assert trajectory.steps == [] and trajectory.stop_reason == "policy answered STOP"
+    assert policy.detector_logodds(Stop(reason="x"), await session.action_space()) < 0

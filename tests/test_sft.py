@@ -76,6 +76,19 @@ async def test_sft_trains_saves_and_the_policy_runs(checkpoint, data, tmp_path, 
     assert card["sft"]["steps"] == 2 and card["sft_data"]["conversations"] == len(conversations(data)) and card["rl"] is None
     assert "2 steps" in (tmp_path / "shipped" / "card.md").read_text()
     assert QwenVLPolicy(str(tmp_path / "shipped")).views.perception  # the views travel with the weights
+    assert "Decoding: greedy generation." in (tmp_path / "shipped" / "card.md").read_text()
+    # The decoding travels with them too, set again without a run; what a caller gives wins, and another decode
+    # does not inherit the saved gate and prior.
+    from tiragent.agent.policies.qwen import DecodingConfig
+    from tiragent.train.ship_policy import set_decoding
+
+    set_decoding(tmp_path / "shipped", DecodingConfig("rank", 0.5, 1.0))
+    assert "at least 0.5 likely" in (tmp_path / "shipped" / "card.md").read_text()
+    assert json.loads((tmp_path / "shipped" / "card.json").read_text())["sft"]["steps"] == 2
+    shipped = QwenVLPolicy(str(tmp_path / "shipped"))
+    assert (shipped.decode, shipped.gate, shipped.prior) == ("rank", 0.5, 1.0)
+    assert QwenVLPolicy(str(tmp_path / "shipped"), gate=0.2).decoding == DecodingConfig("rank", 0.2, 1.0)
+    assert QwenVLPolicy(str(tmp_path / "shipped"), decode="generate").decoding == DecodingConfig()
     with pytest.raises(SystemExit, match="over the 0 MB budget"):
         ship(out, tmp_path / "too-big", init=checkpoint, budget_mb=0)
 

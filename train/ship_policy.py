@@ -1,6 +1,10 @@
 """Copy a trained policy into the package (``agent/weights/policy/``) with its card: the last step of ``make policy``.
 
-    python -m tiragent.train.ship_policy --run runs/policy/rl --out agent/weights/policy
+    python -m tiragent.train.ship_policy --run runs/policy/rl --out agent/weights/policy [--decode rank --gate 0.5 --prior 1]
+    python -m tiragent.train.ship_policy --out agent/weights/policy --decode rank --gate 0.5 --prior 1   # decoding only
+
+The decoding (``DecodingConfig``: greedy generation, or ranked candidates gated and weighted by the detector) is saved
+beside the weights, so ``--policy tir`` and ``--policy agent/weights/policy`` run as shipped.
 
 The card (``card.json`` and ``card.md``) gathers what the run folders recorded: the vision tower's pretraining
 (``tir_agent_vision.json``, where SFT started from a ``train vision`` folder), the SFT data's card (``gen-sft``), the SFT run (``tir_agent_sft.json``), the RL run (``tir_agent_rl.json``) and the
@@ -12,8 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+
+from tiragent.agent.policies.qwen import DecodingConfig, write_decoding
 
 FILES = ("config.json", "generation_config.json", "model.safetensors", "processor_config.json", "tokenizer.json", "tokenizer_config.json",
          "chat_template.jinja", "tir_agent_views.json")  # fmt: skip
@@ -23,7 +30,15 @@ def _read(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def ship(run: Path, out: Path, sft: Path | None = None, data: Path | None = None, init: Path | None = None, budget_mb: float = 50.0) -> dict[str, Any]:
+def ship(
+    run: Path,
+    out: Path,
+    sft: Path | None = None,
+    data: Path | None = None,
+    init: Path | None = None,
+    budget_mb: float = 50.0,
+    decoding: DecodingConfig | None = None,
+) -> dict[str, Any]:
     """Copy ``run`` (a policy folder) to ``out`` and write its card; ``sft``, ``data``, ``init``: the earlier stages' folders
     (default: read from the run's own recipe)."""
     rl = _read(run / "tir_agent_rl.json")
@@ -42,8 +57,24 @@ def ship(run: Path, out: Path, sft: Path | None = None, data: Path | None = None
     for name in FILES:
         if (run / name).is_file():
             shutil.copy(run / name, out / name)
-    card = {"model": _read(init / "tir_agent.json"), "size_mb": round(size_mb, 2), "vision": _read(init / "tir_agent_vision.json"),
-            "sft_data": _read(data / "card.json"), "sft": sft_card, "rl": rl}
+    card = {
+        "model": _read(init / "tir_agent.json"),
+        "size_mb": round(size_mb, 2),
+        "vision": _read(init / "tir_agent_vision.json"),
+        "sft_data": _read(data / "card.json"),
+        "sft": sft_card,
+        "rl": rl,
+    }
+    return set_decoding(out, decoding or DecodingConfig(), card)
+
+
+def set_decoding(out: Path, decoding: DecodingConfig, card: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Save ``decoding`` beside the policy in ``out`` and write its card (``card``, or the one already there) saying so."""
+    card = card or _read(out / "card.json")
+    if card is None:
+        raise SystemExit(f"{out}: no card.json (ship a run there first: --run)")
+    write_decoding(out, decoding)
+    card = {**card, "decoding": asdict(decoding)}
     (out / "card.json").write_text(json.dumps(card, indent=2))
     (out / "card.md").write_text(card_markdown(card))
     return card
@@ -67,18 +98,35 @@ def card_markdown(card: dict[str, Any]) -> str:
         lines.append(f"- RL: {rl['steps']} GRPO steps, {rl['episodes']} episodes in {rl['minutes']} min on {rl['machine']}; "
                      f"recipe {json.dumps({k: rl['recipe'][k] for k in ('group', 'batch', 'lr', 'temperature', 'kl', 'crop', 'degradations', 'camera_ratio', 'perception_context', 'max_turns') if k in rl['recipe']})}; "
                      f"final held-out evaluation {json.dumps(rl.get('final_eval') or {})}.")  # fmt: skip
+    decoding = card.get("decoding") or asdict(DecodingConfig())
+    if decoding["decode"] == "rank":
+        lines.append(f"- Decoding: every valid reply ranked by its likelihood; candidates the tasks the detector reads at least "
+                     f"{decoding['gate']} likely, besides STOP; the detector's log-odds added with weight {decoding['prior']}.")  # fmt: skip
+    else:
+        lines.append("- Decoding: greedy generation.")
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", type=Path, required=True, help="the final policy folder (train rl's or train sft's --out)")
+    parser.add_argument(
+        "--run", type=Path, help="the final policy folder (train rl's or train sft's --out); without it, only the decoding of the policy in --out is set"
+    )
     parser.add_argument("--out", type=Path, default=Path("agent/weights/policy"))
     parser.add_argument("--sft", type=Path)
     parser.add_argument("--data", type=Path)
     parser.add_argument("--init", type=Path)
+    defaults = DecodingConfig()
+    parser.add_argument("--decode", default=defaults.decode, choices=["generate", "rank"], help=DecodingConfig.__dataclass_fields__["decode"].metadata["help"])
+    parser.add_argument("--gate", type=float, default=defaults.gate, help=DecodingConfig.__dataclass_fields__["gate"].metadata["help"])
+    parser.add_argument("--prior", type=float, default=defaults.prior, help=DecodingConfig.__dataclass_fields__["prior"].metadata["help"])
     args = parser.parse_args()
-    card = ship(args.run, args.out, args.sft, args.data, args.init)
+    decoding = DecodingConfig(args.decode, args.gate, args.prior)
+    if args.run is None:
+        set_decoding(args.out, decoding)
+        print(f"decoding of {args.out} set: {asdict(decoding)}")
+        return
+    card = ship(args.run, args.out, args.sft, args.data, args.init, decoding=decoding)
     print(f"policy shipped to {args.out} ({card['size_mb']} MB); card: {args.out / 'card.md'}")
 
 

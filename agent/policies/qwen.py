@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import random
 import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,6 +42,37 @@ from tiragent.images import to_uint8
 
 OUR_TEMPLATE_MARK = "You may call one function per turn to restore the image"
 """A line every version of agent/templates/qwen_vl_tools.jinja has."""
+DECODING_FILE = "tir_agent_decoding.json"
+"""Inside a policy's folder: how it chooses its replies when it is run (``DecodingConfig``), as it was shipped."""
+
+
+@dataclass(frozen=True)
+class DecodingConfig:
+    """How a Qwen-VL policy turns its model into a reply."""
+
+    decode: str = field(
+        default="generate", metadata={"help": "generate: greedy decoding of free text; rank: every valid reply scored by its likelihood, the likeliest taken."}
+    )
+    gate: float = field(default=0.0, metadata={"help": "With rank: only tasks the detector reads at least this likely are candidates, besides STOP."})
+    prior: float = field(default=0.0, metadata={"help": "With rank: add this many times the detector's log-odds of each reply to its score."})
+
+    def __post_init__(self) -> None:
+        if self.decode not in ("generate", "rank"):
+            raise TirAgentError(f"decode must be 'generate' or 'rank', not {self.decode!r}")
+        if (self.gate or self.prior) and self.decode != "rank":
+            raise TirAgentError("gate and prior need decode='rank' (they act on the ranked candidates)")
+
+
+def write_decoding(folder: str | Path, decoding: DecodingConfig) -> None:
+    (Path(folder) / DECODING_FILE).write_text(json.dumps(asdict(decoding)))
+
+
+def read_decoding(folder: str | Path) -> DecodingConfig:
+    """The decoding saved in ``folder``, or the default (greedy generation)."""
+    path = Path(folder) / DECODING_FILE
+    return DecodingConfig(**json.loads(path.read_text())) if path.is_file() else DecodingConfig()
+
+
 TOOL_CALL = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.DOTALL)
 
 
@@ -90,20 +123,25 @@ class QwenVLPolicy:
         retries: int = 1,
         shuffle_tools: int | None = None,
         repeat_tasks: bool = False,
-        decode: str = "generate",
-        gate: float = 0.0,
+        decode: str | None = None,
+        gate: float | None = None,
+        prior: float | None = None,
     ) -> None:
         """``shuffle_tools``: a seed; each episode's tool list is then listed in another order (an ablation: a policy
         that read its tools should not depend on their order). ``repeat_tasks``: allow a task that already ran to run
         again; by default such a call ends the episode (training data uses each task at most once, as the search does,
-        so a repeat is a policy outside what it learned). ``decode``: ``generate`` (greedy decoding of free text) or
+        so a repeat is a policy outside what it learned). ``decode``, ``gate``, ``prior`` (``DecodingConfig``; each not
+        given is the checkpoint's own, saved beside it, or else the default): ``generate`` (greedy decoding of free text) or
         ``rank`` (every valid reply, each tool call with each model and STOP, scored by its likelihood, the likeliest
         taken: no malformed call is possible). ``gate`` (with ``rank``): only tasks the detector reads at least this
-        likely are candidates, besides STOP."""
-        if decode not in ("generate", "rank"):
-            raise TirAgentError(f"decode must be 'generate' or 'rank', not {decode!r}")
-        if gate and decode != "rank":
-            raise TirAgentError("gate needs decode='rank' (it restricts the ranked candidates)")
+        likely are candidates, besides STOP. ``prior`` (with ``rank``): each reply's score adds this many times the
+        detector's log-odds for it (a call: ``log p`` of its task; STOP: ``log (1 - p)`` summed over the tasks not run),
+        a product of the policy and the detector as experts."""
+        given = {k: v for k, v in {"decode": decode, "gate": gate, "prior": prior}.items() if v is not None}
+        saved = read_decoding(checkpoint) if Path(checkpoint).is_dir() else DecodingConfig()
+        if given.get("decode", saved.decode) != saved.decode:
+            saved = DecodingConfig()  # another way of decoding: the saved one's gate and prior do not carry over
+        self.decoding = DecodingConfig(**{**asdict(saved), **given})
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -124,7 +162,7 @@ class QwenVLPolicy:
         self.model = model.to(self.device).eval()
         self.views = views or read_views(checkpoint) or ViewConfig()  # as it was trained, when it says
         self.max_new_tokens, self.retries, self.repeat_tasks = max_new_tokens, retries, repeat_tasks
-        self.decode, self.gate = decode, gate
+        self.decode, self.gate, self.prior = self.decoding.decode, self.decoding.gate, self.decoding.prior
         self.found: dict[str, float] = {}
         self.shuffle = random.Random(shuffle_tools) if shuffle_tools is not None else None
         self.order: list[int] | None = None
@@ -138,7 +176,7 @@ class QwenVLPolicy:
         width, height = observation.original_size
         original = await self._views(observation, observation.original_id, width, height)
         said = ""
-        if self.views.perception or self.gate:
+        if self.views.perception or self.gate or self.prior:
             found = await observation.session.perceive(observation.original_id, self.views.detector or None)
             self.found = found["tasks"]
             said = perception_text(found) if self.views.perception else ""
@@ -176,6 +214,17 @@ class QwenVLPolicy:
         done = {a.task for a in self.actions}
         tasks = [t for t in space.tasks if (self.repeat_tasks or t not in done) and self.found.get(t, 0.0) >= self.gate]
         return [*(Action(t, m) for t in tasks for m in space.models[t]), Stop(reason="policy answered STOP")]
+
+    def detector_logodds(self, reply: Action | Stop, space: ActionSpace) -> float:
+        """What the detector says of ``reply``: ``log p`` of a call's task, or for STOP ``log (1 - p)`` summed over the
+        tasks not yet run (probabilities clipped to [0.01, 0.99])."""
+        import math
+
+        p = {t: min(0.99, max(0.01, self.found.get(t, 0.0))) for t in space.tasks}
+        if isinstance(reply, Action):
+            return math.log(p[reply.task])
+        done = {a.task for a in self.actions}
+        return sum(math.log(1 - q) for t, q in p.items() if t not in done)
 
     def score(self, tools: list[dict[str, Any]], replies: list[Action | Stop], chunk: int = 32) -> list[float]:
         """The log-likelihood of each reply (its tokens up to the end of the turn) after the conversation so far,
@@ -237,6 +286,8 @@ class QwenVLPolicy:
         if self.decode == "rank":
             replies = self.candidates(observation.space)
             scores = self.score(tools, replies)
+            if self.prior:
+                scores = [s + self.prior * self.detector_logodds(r, observation.space) for s, r in zip(scores, replies, strict=True)]
             decision = replies[max(range(len(replies)), key=scores.__getitem__)]
             if isinstance(decision, Action):
                 self.actions.append(decision)
