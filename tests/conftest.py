@@ -19,13 +19,11 @@ from tiragent.images import to_uint8
 
 NATIVE_EXIT = "TIR_AGENT_TEST_NATIVE_EXIT"
 """Set it to let the test process end through the interpreter's own shutdown (to chase a crash there)."""
+EXIT_STATUS = pytest.StashKey[int]()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     session.config.stash[EXIT_STATUS] = int(exitstatus)
-
-
-EXIT_STATUS = pytest.StashKey[int]()
 
 
 @pytest.hookimpl(trylast=True)

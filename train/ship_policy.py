@@ -108,7 +108,9 @@ def card_markdown(card: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser([DecodingConfig], description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--run", type=Path, help="the final policy folder (train rl's or train sft's --out); without it, only the decoding of the policy in --out is set"
     )
@@ -116,12 +118,7 @@ def main() -> None:
     parser.add_argument("--sft", type=Path)
     parser.add_argument("--data", type=Path)
     parser.add_argument("--init", type=Path)
-    defaults = DecodingConfig()
-    parser.add_argument("--decode", default=defaults.decode, choices=["generate", "rank"], help=DecodingConfig.__dataclass_fields__["decode"].metadata["help"])
-    parser.add_argument("--gate", type=float, default=defaults.gate, help=DecodingConfig.__dataclass_fields__["gate"].metadata["help"])
-    parser.add_argument("--prior", type=float, default=defaults.prior, help=DecodingConfig.__dataclass_fields__["prior"].metadata["help"])
-    args = parser.parse_args()
-    decoding = DecodingConfig(args.decode, args.gate, args.prior)
+    decoding, args = parser.parse_args_into_dataclasses()
     if args.run is None:
         set_decoding(args.out, decoding)
         print(f"decoding of {args.out} set: {asdict(decoding)}")

@@ -15,7 +15,7 @@ import random
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -50,7 +50,7 @@ DECODING_FILE = "tir_agent_decoding.json"
 class DecodingConfig:
     """How a Qwen-VL policy turns its model into a reply."""
 
-    decode: str = field(
+    decode: Literal["generate", "rank"] = field(
         default="generate", metadata={"help": "generate: greedy decoding of free text; rank: every valid reply scored by its likelihood, the likeliest taken."}
     )
     gate: float = field(default=0.0, metadata={"help": "With rank: only tasks the detector reads at least this likely are candidates, besides STOP."})
@@ -123,7 +123,7 @@ class QwenVLPolicy:
         retries: int = 1,
         shuffle_tools: int | None = None,
         repeat_tasks: bool = False,
-        decode: str | None = None,
+        decode: Literal["generate", "rank"] | None = None,
         gate: float | None = None,
         prior: float | None = None,
     ) -> None:
@@ -162,12 +162,23 @@ class QwenVLPolicy:
         self.model = model.to(self.device).eval()
         self.views = views or read_views(checkpoint) or ViewConfig()  # as it was trained, when it says
         self.max_new_tokens, self.retries, self.repeat_tasks = max_new_tokens, retries, repeat_tasks
-        self.decode, self.gate, self.prior = self.decoding.decode, self.decoding.gate, self.decoding.prior
         self.found: dict[str, float] = {}
         self.shuffle = random.Random(shuffle_tools) if shuffle_tools is not None else None
         self.order: list[int] | None = None
         self.messages: list[dict[str, Any]] = []
         self.actions: list[Action] = []
+
+    @property
+    def decode(self) -> str:
+        return self.decoding.decode
+
+    @property
+    def gate(self) -> float:
+        return self.decoding.gate
+
+    @property
+    def prior(self) -> float:
+        return self.decoding.prior
 
     async def _views(self, observation: Observation, image_id: str, width: int, height: int) -> list[Any]:
         return [_pil(v) for v in await fetch_views(observation.session, image_id, width, height, self.views)]
