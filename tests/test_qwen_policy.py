@@ -10,6 +10,7 @@ from tiragent.agent.loop import restore
 from tiragent.agent.policies.qwen import QwenVLPolicy, parse_reply
 from tiragent.agent.policy import create_policy
 from tiragent.agent.tiny import build_tiny_qwen
+from tiragent.errors import TirAgentError
 
 pytestmark = pytest.mark.anyio
 
@@ -280,3 +281,22 @@ async def test_a_strong_detector_prior_makes_the_ranked_choice_the_detectors(che
     else:
         assert trajectory.steps == [] and trajectory.stop_reason == "policy answered STOP"
     assert policy.detector_logodds(Stop(reason="x"), await session.action_space()) < 0
+
+
+async def test_scale_match_keeps_the_fixed_scale_model_nearest_the_detected_factor(checkpoint, session):
+    """An x2 network on a photo the detector reads as x4 smaller is no candidate, nor the x4 network at x2; models
+    whose ``scale`` argument sets the factor stay, and with no reading every model does."""
+    space = await session.action_space()
+    fixed = {m: f.scale for m, f in space.facts["sr"].items() if f.scale not in (None, 1)}
+    assert sorted(set(fixed.values())) == [2, 4]
+    policy = QwenVLPolicy(str(checkpoint), decode="rank", scale_match=True)
+    policy.found = {t: 1.0 for t in space.tasks}
+    for factor, kept in ((2.3, 2), (3.1, 4), (4.0, 4)):
+        policy.severity = {"lowres": factor}
+        sr = {r.model for r in policy.candidates(space) if isinstance(r, Action) and r.task == "sr"}
+        assert sr == {m for m in space.models["sr"] if fixed.get(m, kept) == kept}
+        assert {r.task for r in policy.candidates(space) if isinstance(r, Action)} == set(space.tasks)
+    policy.severity = {}
+    assert {r.model for r in policy.candidates(space) if isinstance(r, Action) and r.task == "sr"} == set(space.models["sr"])
+    with pytest.raises(TirAgentError, match="need decode='rank'"):
+        QwenVLPolicy(str(checkpoint), decode="generate", scale_match=True)

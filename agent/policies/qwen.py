@@ -55,12 +55,16 @@ class DecodingConfig:
     )
     gate: float = field(default=0.0, metadata={"help": "With rank: only tasks the detector reads at least this likely are candidates, besides STOP."})
     prior: float = field(default=0.0, metadata={"help": "With rank: add this many times the detector's log-odds of each reply to its score."})
+    scale_match: bool = field(
+        default=False,
+        metadata={"help": "With rank: a model of fixed scale (the server's `scale` fact, e.g. sr.srnet_x2) is a candidate only where its scale is the nearest, among the task's fixed scales, to the downscale factor the detector reads."},
+    )
 
     def __post_init__(self) -> None:
         if self.decode not in ("generate", "rank"):
             raise TirAgentError(f"decode must be 'generate' or 'rank', not {self.decode!r}")
-        if (self.gate or self.prior) and self.decode != "rank":
-            raise TirAgentError("gate and prior need decode='rank' (they act on the ranked candidates)")
+        if (self.gate or self.prior or self.scale_match) and self.decode != "rank":
+            raise TirAgentError("gate, prior and scale_match need decode='rank' (they act on the ranked candidates)")
 
 
 def write_decoding(folder: str | Path, decoding: DecodingConfig) -> None:
@@ -126,6 +130,7 @@ class QwenVLPolicy:
         decode: Literal["generate", "rank"] | None = None,
         gate: float | None = None,
         prior: float | None = None,
+        scale_match: bool | None = None,
     ) -> None:
         """``shuffle_tools``: a seed; each episode's tool list is then listed in another order (an ablation: a policy
         that read its tools should not depend on their order). ``repeat_tasks``: allow a task that already ran to run
@@ -136,8 +141,9 @@ class QwenVLPolicy:
         taken: no malformed call is possible). ``gate`` (with ``rank``): only tasks the detector reads at least this
         likely are candidates, besides STOP. ``prior`` (with ``rank``): each reply's score adds this many times the
         detector's log-odds for it (a call: ``log p`` of its task; STOP: ``log (1 - p)`` summed over the tasks not run),
-        a product of the policy and the detector as experts."""
-        given = {k: v for k, v in {"decode": decode, "gate": gate, "prior": prior}.items() if v is not None}
+        a product of the policy and the detector as experts. ``scale_match`` (with ``rank``): a model of fixed scale is
+        a candidate only where its scale is the one nearest to the downscale factor the detector reads."""
+        given = {k: v for k, v in {"decode": decode, "gate": gate, "prior": prior, "scale_match": scale_match}.items() if v is not None}
         saved = read_decoding(checkpoint) if Path(checkpoint).is_dir() else DecodingConfig()
         if given.get("decode", saved.decode) != saved.decode:
             saved = DecodingConfig()  # another way of decoding: the saved one's gate and prior do not carry over
@@ -163,6 +169,7 @@ class QwenVLPolicy:
         self.views = views or read_views(checkpoint) or ViewConfig()  # as it was trained, when it says
         self.max_new_tokens, self.retries, self.repeat_tasks = max_new_tokens, retries, repeat_tasks
         self.found: dict[str, float] = {}
+        self.severity: dict[str, float] = {}
         self.shuffle = random.Random(shuffle_tools) if shuffle_tools is not None else None
         self.order: list[int] | None = None
         self.messages: list[dict[str, Any]] = []
@@ -187,9 +194,9 @@ class QwenVLPolicy:
         width, height = observation.original_size
         original = await self._views(observation, observation.original_id, width, height)
         said = ""
-        if self.views.perception or self.gate or self.prior:
+        if self.views.perception or self.gate or self.prior or self.decoding.scale_match:
             found = await observation.session.perceive(observation.original_id, self.views.detector or None)
-            self.found = found["tasks"]
+            self.found, self.severity = found["tasks"], found.get("severity", {})
             said = perception_text(found) if self.views.perception else ""
         self.messages = [system_turn(self.views.short_prompt), task_turn(original, said)]
         self.actions, self.seen = [], 0
@@ -224,7 +231,24 @@ class QwenVLPolicy:
         likely) with each of its models, then STOP."""
         done = {a.task for a in self.actions}
         tasks = [t for t in space.tasks if (self.repeat_tasks or t not in done) and self.found.get(t, 0.0) >= self.gate]
-        return [*(Action(t, m) for t in tasks for m in space.models[t]), Stop(reason="policy answered STOP")]
+        calls = [Action(t, m) for t in tasks for m in space.models[t]]
+        if self.decoding.scale_match:
+            calls = [a for a in calls if self.scale_fits(a, space)]
+        return [*calls, Stop(reason="policy answered STOP")]
+
+    def scale_fits(self, action: Action, space: ActionSpace) -> bool:
+        """Whether a call's model has no fixed scale, or the fixed scale of the task's models nearest (in log terms) to
+        the downscale factor the detector reads for the task's degradation (True where it reads none)."""
+        import math
+
+        from tiragent.tasks import TASK_OF_DEGRADATION
+
+        scale = space.facts[action.task][action.model].scale
+        factor = next((v for d, v in self.severity.items() if TASK_OF_DEGRADATION.get(d) == action.task), None)
+        if scale is None or scale == 1 or factor is None:
+            return True
+        fixed = {f.scale for f in space.facts[action.task].values() if f.scale not in (None, 1)}
+        return scale == min(fixed, key=lambda s: abs(math.log(s) - math.log(max(factor, 1e-3))))
 
     def detector_logodds(self, reply: Action | Stop, space: ActionSpace) -> float:
         """What the detector says of ``reply``: ``log p`` of a call's task, or for STOP ``log (1 - p)`` summed over the
