@@ -191,12 +191,16 @@ def test_the_first_step_probe_scores_every_candidate(checkpoint, tmp_path):
     assert len(scores) == 3 and scores == sorted(scores, reverse=True) and all(s < 0 and math.isfinite(s) for s in scores)
 
 
-async def test_ranked_scores_are_each_replys_likelihood_in_the_whole_conversation(checkpoint, session, image):
-    """``decode=rank`` scores all candidates in one padded batch; each score must be what the reply's tokens get when
-    the whole conversation is rendered and run alone (images, positions and padding handled alike)."""
+@pytest.mark.parametrize("which", ["qwen3_vl", "qwen2_5_vl"])
+async def test_ranked_scores_are_each_replys_likelihood_in_the_whole_conversation(which, checkpoint, checkpoint_qwen25, session, image):
+    """``decode=rank`` runs the prompt once and continues every candidate from its cache in one padded batch; each score
+    must be what the reply's tokens get when the whole conversation is rendered and run alone (images, M-RoPE positions
+    past the images, and padding handled alike)."""
     import torch
 
     from tiragent.agent.conversation import ViewConfig, call_turn, stop_turn
+
+    checkpoint = checkpoint if which == "qwen3_vl" else checkpoint_qwen25
 
     policy = QwenVLPolicy(str(checkpoint), decode="rank", views=ViewConfig(whole=64, crop=32, short_prompt=True, perception=True))
     _, trajectory = await restore(session, image, policy, max_steps=2)

@@ -277,40 +277,52 @@ class QwenVLPolicy:
             suffixes.append(rest[: rest.index("<|im_end|>") + len("<|im_end|>")])
         inputs = template(self.messages, tools=tools, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt")
         tokenizer = self.processor.tokenizer
+        prefix = self._prefix(inputs)
         scores: list[float] = []
         for start in range(0, len(replies), chunk):
             part = [tokenizer(s, add_special_tokens=False)["input_ids"] for s in suffixes[start : start + chunk]]
-            scores.extend(self._loglik(inputs, part))
+            scores.extend(self._loglik(prefix, part))
         return scores
 
-    def _loglik(self, inputs: Any, suffixes: list[list[int]]) -> list[float]:
-        """One batched forward of the prompt followed by each suffix (right-padded); the sum of each suffix's log-probabilities."""
+    def _prefix(self, inputs: Any) -> tuple[Any, Any, int]:
+        """The prompt run once, images and all: its key-value cache, the log-probabilities of the token after it, and
+        the text position that token takes (M-RoPE: past the images' positions, not the prompt's length)."""
         import torch
 
-        prompt = inputs["input_ids"][0]
-        n, width = len(suffixes), len(prompt) + max(len(s) for s in suffixes)
-        pad = self.processor.tokenizer.pad_token_id or 0
-        ids = torch.full((n, width), pad, dtype=torch.long)
-        mask = torch.zeros((n, width), dtype=torch.long)
-        for i, s in enumerate(suffixes):
-            ids[i, : len(prompt) + len(s)] = torch.cat([prompt, torch.tensor(s, dtype=torch.long)])
-            mask[i, : len(prompt) + len(s)] = 1
-        batch: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
-        if "mm_token_type_ids" in inputs:
-            types = torch.zeros((n, width), dtype=inputs["mm_token_type_ids"].dtype)
-            types[:, : len(prompt)] = inputs["mm_token_type_ids"][0]
-            batch["mm_token_type_ids"] = types
-        if "pixel_values" in inputs:
-            batch["pixel_values"] = inputs["pixel_values"].repeat(n, 1)
-            batch["image_grid_thw"] = inputs["image_grid_thw"].repeat(n, 1)
-        batch = {k: v.to(self.device) for k, v in batch.items()}
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         with torch.inference_mode():
-            logits = self.model(**batch).logits.float()
-        logprobs = torch.log_softmax(logits[:, len(prompt) - 1 : -1], dim=-1)
+            out = self.model(**inputs, use_cache=True)
+            positions, _ = base.model.get_rope_index(
+                inputs["input_ids"],
+                mm_token_type_ids=inputs.get("mm_token_type_ids", torch.zeros_like(inputs["input_ids"])),
+                image_grid_thw=inputs.get("image_grid_thw"),
+                attention_mask=inputs.get("attention_mask"),
+            )
+        return out.past_key_values, torch.log_softmax(out.logits[0, -1].float(), dim=-1), int(positions.max()) + 1
+
+    def _loglik(self, prefix: tuple[Any, Any, int], suffixes: list[list[int]]) -> list[float]:
+        """Each suffix (right-padded, in one batch) continued from the prompt's cache; the sum of its log-probabilities."""
+        import copy
+
+        import torch
+
+        cache, first, position = prefix
+        n, width = len(suffixes), max(len(s) for s in suffixes)
+        pad = self.processor.tokenizer.pad_token_id or 0
+        ids = torch.full((n, width), pad, dtype=torch.long, device=self.device)
+        for i, s in enumerate(suffixes):
+            ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        past = copy.deepcopy(cache)  # the forward appends to it
+        past.batch_repeat_interleave(n)
+        positions = (position + torch.arange(width, device=self.device)).view(1, 1, -1).expand(3, n, -1)
+        with torch.inference_mode():
+            logits = self.model(input_ids=ids, past_key_values=past, position_ids=positions, use_cache=True).logits.float()
+        logprobs = torch.log_softmax(logits, dim=-1)
         out = []
         for i, s in enumerate(suffixes):
-            target = torch.tensor(s, device=logprobs.device)
-            out.append(float(logprobs[i, torch.arange(len(s), device=logprobs.device), target].sum()))
+            rest = logprobs[i, torch.arange(len(s) - 1, device=self.device), ids[i, 1 : len(s)]].sum() if len(s) > 1 else 0.0
+            out.append(float(first[s[0]] + rest))
         return out
 
     async def next(self, observation: Observation) -> Action | Stop:
