@@ -291,6 +291,8 @@ class QwenVLPolicy:
 
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        if not hasattr(getattr(base, "model", None), "get_rope_index"):
+            raise TirAgentError(f"decode='rank' needs a Qwen-VL model (M-RoPE positions); {type(base).__name__} has none: use decode='generate'")
         with torch.inference_mode():
             out = self.model(**inputs, use_cache=True)
             positions, _ = base.model.get_rope_index(
