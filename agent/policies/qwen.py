@@ -63,8 +63,13 @@ class DecodingConfig:
     def __post_init__(self) -> None:
         if self.decode not in ("generate", "rank"):
             raise TirAgentError(f"decode must be 'generate' or 'rank', not {self.decode!r}")
-        if (self.gate or self.prior or self.scale_match) and self.decode != "rank":
+        if self.reads_detector and self.decode != "rank":
             raise TirAgentError("gate, prior and scale_match need decode='rank' (they act on the ranked candidates)")
+
+    @property
+    def reads_detector(self) -> bool:
+        """Whether choosing among the candidates needs the detector's reading (``gate``, ``prior`` or ``scale_match``)."""
+        return bool(self.gate or self.prior or self.scale_match)
 
 
 def write_decoding(folder: str | Path, decoding: DecodingConfig) -> None:
@@ -194,7 +199,7 @@ class QwenVLPolicy:
         width, height = observation.original_size
         original = await self._views(observation, observation.original_id, width, height)
         said = ""
-        if self.views.perception or self.gate or self.prior or self.decoding.scale_match:
+        if self.views.perception or self.decoding.reads_detector:
             found = await observation.session.perceive(observation.original_id, self.views.detector or None)
             self.found, self.severity = found["tasks"], found.get("severity", {})
             said = perception_text(found) if self.views.perception else ""
@@ -241,10 +246,10 @@ class QwenVLPolicy:
         the downscale factor the detector reads for the task's degradation (True where it reads none)."""
         import math
 
-        from tiragent.tasks import TASK_OF_DEGRADATION
+        from tiragent.tasks import DEGRADATION_OF_TASK
 
         scale = space.facts[action.task][action.model].scale
-        factor = next((v for d, v in self.severity.items() if TASK_OF_DEGRADATION.get(d) == action.task), None)
+        factor = self.severity.get(DEGRADATION_OF_TASK.get(action.task, ""))
         if scale is None or scale == 1 or factor is None:
             return True
         fixed = {f.scale for f in space.facts[action.task].values() if f.scale not in (None, 1)}
