@@ -202,16 +202,8 @@ def jpeg(image: np.ndarray, rng: np.random.Generator, variant: str | None = None
     return _jpeg(image, quality, subsampling), params
 
 
-@register_randomized("rain", ("thin", "wide", "tapered", "blurred"))
-def rain(image: np.ndarray, rng: np.random.Generator, variant: str | None = None, length: int | None = None, angle: float | None = None,
-         density: float | None = None) -> tuple[np.ndarray, Params]:  # fmt: skip
-    """Rain streaks of several shapes: thin lines, wide (2-3 px) lines, streaks tapered at both ends, or motion-blurred
-    streaks; 10-60 px long, -40..40 degrees from vertical, blended with a brightness of 0.5-1."""
-    variant = _variant("rain", variant, rng)
-    length = int(length if length is not None else rng.integers(10, 61))
-    angle = float(angle if angle is not None else rng.uniform(-40, 40))
-    density = float(density if density is not None else rng.uniform(0.0005, 0.004))
-    h, w = image.shape[:2]
+def _streaks(rng: np.random.Generator, h: int, w: int, variant: str, length: int, angle: float, density: float) -> np.ndarray:
+    """One layer of streak opacity in [0, 1]: random drops drawn along a line of ``length`` px at ``angle`` from vertical."""
     drops = (rng.random((h, w)) < density).astype(np.float32) * rng.uniform(0.5, 1.0, (h, w)).astype(np.float32)
     profile = np.ones(length)
     if variant == "tapered":
@@ -223,10 +215,53 @@ def rain(image: np.ndarray, rng: np.random.Generator, variant: str | None = None
         streaks = cv2.dilate(streaks, np.ones((1, int(rng.integers(2, 4))), np.uint8))
     if variant == "blurred":
         streaks = cv2.GaussianBlur(streaks, (0, 0), sigmaX=float(rng.uniform(0.8, 1.6)))
+    return np.clip(streaks, 0, 1)
+
+
+@register_randomized("rain", ("thin", "wide", "tapered", "blurred", "layered", "veiled"))
+def rain(image: np.ndarray, rng: np.random.Generator, variant: str | None = None, length: int | None = None, angle: float | None = None,
+         density: float | None = None) -> tuple[np.ndarray, Params]:  # fmt: skip
+    """Rain streaks of several shapes: thin lines, wide (2-3 px) lines, streaks tapered at both ends, motion-blurred
+    streaks, 2-3 layers at different depths (lengths, densities and angles of their own, as Garg and Nayar describe
+    rain seen through a camera), or streaks behind a veil of accumulated rain (Yang et al.'s heavy-rain model,
+    ``alpha * (scene + streaks) + (1 - alpha) * airlight``, alpha 0.6-0.9); 10-60 px long, -40..40 degrees from
+    vertical, of a greyish to white tone blended with a brightness of 0.5-1. Rain falls under overcast skies: in half
+    the cases the scene is dimmed to 0.7-1 and slightly desaturated, and in a third softened (sigma 0.3-0.8, wet air)."""
+    variant = _variant("rain", variant, rng)
+    length = int(length if length is not None else rng.integers(10, 61))
+    angle = float(angle if angle is not None else rng.uniform(-40, 40))
+    density = float(density if density is not None else rng.uniform(0.0005, 0.004))
+    h, w = image.shape[:2]
+    params: Params = {"variant": variant, "length": length, "angle": round(angle, 3), "density": round(density, 5)}
+    if rng.random() < 0.5:
+        dim = float(rng.uniform(0.7, 1.0))
+        grey = image.mean(axis=2, keepdims=True)
+        image = (grey + (image - grey) * rng.uniform(0.7, 1.0)) * dim
+        params["dim"] = round(dim, 3)
+    if rng.random() < 1 / 3:
+        soft = float(rng.uniform(0.3, 0.8))
+        image = cv2.GaussianBlur(image.astype(np.float32), (0, 0), sigmaX=soft)
+        params["soft"] = round(soft, 3)
+    if variant == "layered":
+        layers = int(rng.integers(2, 4))
+        streaks = np.zeros((h, w), np.float32)
+        for i in range(layers):  # nearer layers: longer, sparser, brighter streaks
+            near = 1.0 - i / layers
+            shape = str(rng.choice(["thin", "blurred"]))
+            layer = _streaks(rng, h, w, shape, max(5, round(length * near)), angle + float(rng.uniform(-10, 10)), density * (0.5 + i))
+            streaks = np.maximum(streaks, layer * (0.5 + 0.5 * near))
+    else:
+        streaks = _streaks(rng, h, w, "thin" if variant == "veiled" else variant, length, angle, density)
     brightness = float(rng.uniform(0.5, 1.0))
-    alpha = np.clip(streaks, 0, 1)[..., None] * brightness
-    out = image * (1 - alpha) + alpha
-    return np.clip(out, 0, 1).astype(np.float32), {"variant": variant, "length": length, "angle": round(angle, 3), "density": round(density, 5)}
+    tone = float(rng.uniform(0.75, 1.0))
+    alpha = streaks[..., None] * brightness
+    out = image * (1 - alpha) + alpha * tone
+    if variant == "veiled":
+        veil = float(rng.uniform(0.6, 0.9))
+        airlight = float(rng.uniform(0.7, 1.0))
+        out = veil * out + (1 - veil) * airlight
+        params["veil"] = round(veil, 3)
+    return np.clip(out, 0, 1).astype(np.float32), params
 
 
 def _smooth_field(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
@@ -234,26 +269,47 @@ def _smooth_field(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
 
 
-@register_randomized("haze", ("estimated", "vertical", "smooth", "uniform"))
+def _fractal_field(rng: np.random.Generator, h: int, w: int, octaves: int = 5) -> np.ndarray:
+    """Cloud-like density in [0, 1]: random grids of 3, 6, 12, ... cells upsampled and summed with halving weights."""
+    field = np.zeros((h, w), np.float32)
+    for k in range(octaves):
+        cells = 3 * 2**k
+        small = rng.random((cells, cells)).astype(np.float32)
+        field += 0.5**k * cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+    return (field - field.min()) / max(float(np.ptp(field)), 1e-6)
+
+
+@register_randomized("haze", ("estimated", "vertical", "smooth", "uniform", "patchy", "scattered"))
 def haze(image: np.ndarray, rng: np.random.Generator, variant: str | None = None, airlight: float | None = None, beta: float | None = None) -> tuple[np.ndarray, Params]:
     """Haze by the scattering model with one of several depth proxies (the protocol's estimate, a vertical gradient, a
-    random smooth field, or none: uniform haze); airlight 0.6-1.0 with a slight tint, beta 0.3-2.5."""
+    random smooth field, none: uniform haze, or non-homogeneous patches of fog: a cloud-like fractal density over a
+    floor of 0.3, as in NH-HAZE); ``scattered``: the estimated depth with the forward scattering of the atmospheric
+    point-spread function (Narasimhan and Nayar), the direct light blurred by sigma 0.5-1.5 px growing with the
+    optical depth. Airlight 0.6-1.0 with a slight tint, beta 0.3-2.5."""
     variant = _variant("haze", variant, rng)
     h, w = image.shape[:2]
     airlight = float(airlight if airlight is not None else rng.uniform(0.6, 1.0))
     beta = float(beta if beta is not None else rng.uniform(0.3, 2.5))
-    if variant == "estimated":
+    if variant in ("estimated", "scattered"):
         depth = estimate_depth(image)
     elif variant == "vertical":
         depth = np.repeat(np.linspace(1.0, rng.uniform(0.0, 0.5), h, dtype=np.float32)[:, None], w, axis=1)
     elif variant == "smooth":
         depth = _smooth_field(rng, h, w)
         depth = (depth - depth.min()) / max(float(np.ptp(depth)), 1e-6)
+    elif variant == "patchy":
+        depth = 0.3 + 0.7 * _fractal_field(rng, h, w)
     else:
         depth = np.full((h, w), 0.7, np.float32)
     tint = airlight * (1 + rng.uniform(-0.05, 0.05, 3))
     t = np.exp(-beta * depth)[..., None]
-    out = image * t + np.clip(tint, 0, 1) * (1 - t)
+    direct = image
+    if variant == "scattered":
+        sigma = float(rng.uniform(0.5, 1.5))
+        blurred = cv2.GaussianBlur(image, (0, 0), sigmaX=sigma)
+        weight = np.clip(beta * depth / 2.5, 0, 1)[..., None]  # more scattering where more air lies between
+        direct = image * (1 - weight) + blurred * weight
+    out = direct * t + np.clip(tint, 0, 1) * (1 - t)
     return np.clip(out, 0, 1).astype(np.float32), {"variant": variant, "airlight": round(airlight, 3), "beta": round(beta, 3)}
 
 
