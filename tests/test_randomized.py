@@ -87,3 +87,16 @@ def test_camera_native_photos_are_smooth_seeded_and_of_camera_sizes(photo):
     assert len(sizes) > 1 and max(ratios) < 0.7  # smoother at pixel scale than the photo it came from
     compressed, used = camera_file(photo, np.random.default_rng(0))
     assert 88 <= used["quality"] <= 98 and psnr(compressed, photo) > 33  # high quality: not a degradation to restore
+
+
+def test_non_homogeneous_haze_varies_across_the_frame_and_a_rain_veil_lifts_the_blacks():
+    flat = np.full((96, 96, 3), 0.3, np.float32)
+    fixed = {"airlight": 0.9, "beta": 1.5}
+    uniform, _ = degrade(flat, ["haze"], seed=2, params={"haze": {"variant": "uniform", **fixed}}, model="randomized")
+    patchy, _ = degrade(flat, ["haze"], seed=2, params={"haze": {"variant": "patchy", **fixed}}, model="randomized")
+    assert uniform[..., 0].std() < 1e-4 and patchy[..., 0].std() > 0.02  # the same scene, haze thick in some places only
+    black = np.zeros((96, 96, 3), np.float32)
+    veiled, record = degrade(black, ["rain"], seed=4, params={"rain": {"variant": "veiled"}}, model="randomized")
+    thin, _ = degrade(black, ["rain"], seed=4, params={"rain": {"variant": "thin"}}, model="randomized")
+    veil = record[0]["params"]["veil"]
+    assert 0.6 <= veil <= 0.9 and veiled.min() >= (1 - veil) * 0.7 - 1e-6 and thin.min() == 0.0
