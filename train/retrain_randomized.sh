@@ -31,3 +31,8 @@ run $R dehaze hazenet dehaze_hazenet.safetensors 20 "$S"
 run $R sr srnet_x2 sr_srnet_x2.safetensors 15 "$S"
 run runs/tools-mixed motion_deblur unet motion_deblur_unet.safetensors 20 "$S"
 run runs/tools-mixed derain unet derain_unet.safetensors 20 "$S"
+# The shipped deraining UNet: the broadened rain families (layers, veils, overcast scenes; 2026-12-02), half the
+# protocol's pairs, from the deraining weights shipped before it (git show 4133b5f:server/weights/derain_unet.safetensors).
+[ -f runs/tools-rain4/weights/derain_unet.safetensors ] || { mkdir -p runs/tools-rain4/weights; git show 4133b5f:server/weights/derain_unet.safetensors > runs/tools-rain4/init_derain_unet.safetensors;
+  $T --out runs/tools-rain4 --task derain --recipe unet --init runs/tools-rain4/init_derain_unet.safetensors --steps 1700 --lr 3e-4 \
+    --protocol_share 0.5 --weights runs/tools-rain4/weights/derain_unet.safetensors; }
