@@ -3,6 +3,8 @@
 # training photos (CBSD432 + CSun_Hays80_half, symlinked into runs/train-photos), evaluating on McMaster.
 # Resumable: rerun this script; each finished tool is skipped, a running one continues from its checkpoint.
 # Run from the repository root (make weights-randomized); hours on a 2-core CPU, so run it with nohup.
+# The steps before the last ran with eval/randomized.py as of commit 4133b5f; the rain and haze families have since
+# been broadened, which changes the pixels (not the recipe) of the derain and dehaze fine-tunes above the last step.
 cd "$(dirname "$0")/.." || exit 1
 mkdir -p runs/train-photos
 for f in ../shared/data/clean/CBSD432/* ../shared/data/clean/CSun_Hays80_half/*; do
