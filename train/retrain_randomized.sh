@@ -12,12 +12,14 @@ for f in ../shared/data/clean/CBSD432/* ../shared/data/clean/CSun_Hays80_half/*;
 done
 T=".venv/bin/tir-agent tools train --data runs/train-photos --eval_data ../shared/data/clean/McMaster --degradations randomized"
 W=server/weights
-run() {  # out-folder task recipe weights-file minutes [options]
+run() {  # out-folder task recipe weights-file budget [options]; budget: minutes, or steps:N; starts from OUT/init_FILE where there is one
   out=$1; shift
   mkdir -p "$out/weights"
   [ -f "$out/weights/$3" ] && return
   if [ -d "$out/$1.$2" ]; then resume="--resume"; else resume=""; fi
-  $T --out "$out" --task "$1" --recipe "$2" --init "$W/$3" --minutes "$4" --lr 3e-4 --weights "$out/weights/$3" $5 $resume
+  init="$W/$3"; [ -f "$out/init_$3" ] && init="$out/init_$3"
+  case $4 in steps:*) budget="--steps ${4#steps:}" ;; *) budget="--minutes $4" ;; esac
+  $T --out "$out" --task "$1" --recipe "$2" --init "$init" $budget --lr 3e-4 --weights "$out/weights/$3" $5 $resume
 }
 R=runs/tools-randomized
 run $R motion_deblur unet motion_deblur_unet.safetensors 20
@@ -35,6 +37,6 @@ run runs/tools-mixed motion_deblur unet motion_deblur_unet.safetensors 20 "$S"
 run runs/tools-mixed derain unet derain_unet.safetensors 20 "$S"
 # The shipped deraining UNet: the broadened rain families (layers, veils, overcast scenes; 2026-12-02), half the
 # protocol's pairs, from the deraining weights shipped before it (git show 4133b5f:server/weights/derain_unet.safetensors).
-[ -f runs/tools-rain4/weights/derain_unet.safetensors ] || { mkdir -p runs/tools-rain4/weights; git show 4133b5f:server/weights/derain_unet.safetensors > runs/tools-rain4/init_derain_unet.safetensors;
-  $T --out runs/tools-rain4 --task derain --recipe unet --init runs/tools-rain4/init_derain_unet.safetensors --steps 1700 --lr 3e-4 \
-    --protocol_share 0.5 --weights runs/tools-rain4/weights/derain_unet.safetensors; }
+mkdir -p runs/tools-rain4
+[ -f runs/tools-rain4/init_derain_unet.safetensors ] || git show 4133b5f:server/weights/derain_unet.safetensors > runs/tools-rain4/init_derain_unet.safetensors
+run runs/tools-rain4 derain unet derain_unet.safetensors steps:1700 "$S"
