@@ -235,9 +235,10 @@ def rain(image: np.ndarray, rng: np.random.Generator, variant: str | None = None
     params: Params = {"variant": variant, "length": length, "angle": round(angle, 3), "density": round(density, 5)}
     if rng.random() < 0.5:
         dim = float(rng.uniform(0.7, 1.0))
+        saturation = float(rng.uniform(0.7, 1.0))
         grey = image.mean(axis=2, keepdims=True)
-        image = (grey + (image - grey) * rng.uniform(0.7, 1.0)) * dim
-        params["dim"] = round(dim, 3)
+        image = (grey + (image - grey) * saturation) * dim
+        params.update(dim=round(dim, 3), saturation=round(saturation, 3))
     if rng.random() < 1 / 3:
         soft = float(rng.uniform(0.3, 0.8))
         image = cv2.GaussianBlur(image.astype(np.float32), (0, 0), sigmaX=soft)
