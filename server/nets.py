@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tiragent.errors import TirAgentError
+from tiragent.server.curve_net import CurveNet, CurveNetConfig
 from tiragent.server.detector_net import DetectorNet, DetectorNetConfig
 from tiragent.server.haze_net import HazeNet, HazeNetConfig
 from tiragent.server.kernel_net import MotionKernelNet, MotionKernelNetConfig
@@ -125,10 +126,11 @@ ARCHITECTURES: dict[str, Architecture] = {
     "srnet": Architecture(SRNetConfig, SRNet),
     "motionkernel": Architecture(MotionKernelNetConfig, MotionKernelNet),
     "hazenet": Architecture(HazeNetConfig, HazeNet),
+    "curvenet": Architecture(CurveNetConfig, CurveNet),
     "detector": Architecture(DetectorNetConfig, DetectorNet),
 }
 
-NetConfig = ResUNetConfig | SRNetConfig | MotionKernelNetConfig | HazeNetConfig | DetectorNetConfig
+NetConfig = ResUNetConfig | SRNetConfig | MotionKernelNetConfig | HazeNetConfig | CurveNetConfig | DetectorNetConfig
 
 
 def make_config(arch: str, **config: Any) -> Any:

@@ -1,4 +1,5 @@
-"""The networks that estimate a physical model and invert it: the motion-kernel estimator and the whole-frame dehazer."""
+"""The networks that estimate a physical model and invert it: the motion-kernel estimator, the whole-frame dehazer and the
+whole-frame tone curve."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from tiragent.eval.degradations import dark, haze, motion_blur
 from tiragent.eval.degradations import guided_filter as guided_filter_numpy
-from tiragent.eval.degradations import haze, motion_blur
+from tiragent.server.curve_net import apply_curve, cumulative_histogram
 from tiragent.server.haze_net import guided_filter
 from tiragent.server.kernel_net import normalised_gradients
 from tiragent.server.nets import build_net, descriptor
@@ -25,7 +27,7 @@ def as_image(x: torch.Tensor) -> np.ndarray:
 
 
 def test_both_run_on_whole_frames_in_full_precision():
-    for arch in ("motionkernel", "hazenet"):
+    for arch in ("motionkernel", "hazenet", "curvenet"):
         d = descriptor(build_net(arch).config)
         assert d.tile_size is None and not d.supports_half and d.scale == 1
 
@@ -104,3 +106,41 @@ def test_haze_net_estimate_is_physical_at_any_size():
     with torch.no_grad():
         y = net(torch.rand(1, 3, 50, 70))
     assert y.shape == (1, 3, 50, 70) and 0 <= float(y.min()) and float(y.max()) <= 1
+
+
+def test_curve_net_starts_at_the_identity_and_stays_monotone():
+    net = build_net("curvenet", width=4, size=32)
+    x = torch.rand(2, 3, 50, 70)
+    with torch.no_grad():
+        assert (net(x) - x).abs().max().item() < 0.01
+        torch.nn.init.normal_(net.head[-1].weight, std=3.0)  # any estimate at all: still a monotone curve from a black level
+        curve = net.curve(x)
+    assert curve.shape == (2, 65) and bool((curve.diff(dim=1) >= 0).all()) and 0 <= float(curve[:, 0].min()) <= 0.25
+
+
+def test_curve_inverts_gamma_darkening_given_the_true_curve(astronaut):
+    """The application half of the tool: with the synthesis's own inverse, the darkening comes off every channel."""
+    darkened, params = dark(astronaut, np.random.default_rng(0), mode="gamma", gamma=0.5)
+    knots = torch.linspace(0, 1, 65)[None] ** params["gamma"]
+    restored = as_image(apply_curve(as_tensor(darkened), knots))
+    assert psnr(restored, astronaut) > 40 > psnr(darkened, astronaut) + 20
+
+
+def test_cumulative_histogram_counts_luminance():
+    x = torch.cat([torch.zeros(1, 3, 4, 4), torch.ones(1, 3, 4, 4)], dim=3)  # half black, half white
+    assert cumulative_histogram(x, 4).tolist() == [[0.5, 0.5, 0.5, 1.0]]
+
+
+def test_curve_net_learns_to_undo_a_darkening():
+    torch.manual_seed(0)
+    clean = torch.rand(4, 3, 32, 32)
+    darkened = clean * torch.tensor([0.3, 0.5, 0.4, 0.6]).view(4, 1, 1, 1)
+    net = build_net("curvenet", width=8, size=32)
+    optimizer = torch.optim.Adam(net.parameters(), 3e-3)
+    before = net.training_loss(darkened, clean, []).item()
+    for _ in range(80):
+        loss = net.training_loss(darkened, clean, [])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < before / 3

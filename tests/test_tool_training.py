@@ -34,7 +34,7 @@ def images(tmp_path):
 @pytest.fixture
 def tiny_recipes(monkeypatch):
     """Shrink every recipe's network so a run takes a second."""
-    tiny = {"resunet": TINY, "srnet": {"width": 4, "blocks": 1}, "motionkernel": {"width": 4, "view": 64, "sigmas": [2, 4]}, "hazenet": {"width": 4, "size": 32}}
+    tiny = {"resunet": TINY, "srnet": {"width": 4, "blocks": 1}, "motionkernel": {"width": 4, "view": 64, "sigmas": [2, 4]}, "hazenet": {"width": 4, "size": 32}, "curvenet": {"width": 4, "size": 32}}
     for key, recipe in RECIPES.items():
         monkeypatch.setitem(RECIPES, key, type(recipe)(**{**recipe.__dict__, "config": {**recipe.config, **tiny[recipe.arch]}}))
 
@@ -104,7 +104,7 @@ def test_augmentation_changes_the_clean_target(astronaut):
     assert recipe.augment is not None and float((jittered - untouched).abs().mean()) > 0.01
 
 
-@pytest.mark.parametrize("key", ["motion_deblur.kernel_wiener", "dehaze.hazenet"])
+@pytest.mark.parametrize("key", ["motion_deblur.kernel_wiener", "dehaze.hazenet", "lowlight.curve"])
 def test_networks_with_their_own_objective_train_and_load(key, images, tmp_path, tiny_recipes):
     task, name = key.split(".")
     card = train_tool(config(images, tmp_path, task=task, recipe=name, patch_size=48, steps=3), progress=False)

@@ -40,3 +40,8 @@ run runs/tools-mixed derain unet derain_unet.safetensors 20 "$S"
 mkdir -p runs/tools-rain4
 [ -f runs/tools-rain4/init_derain_unet.safetensors ] || git show 4133b5f:server/weights/derain_unet.safetensors > runs/tools-rain4/init_derain_unet.safetensors
 run runs/tools-rain4 derain unet derain_unet.safetensors steps:1700 "$S"
+# The global tone curve (lowlight.curve, 2026-12-07): a new network, trained from nothing (no --init) with half the protocol's pairs.
+C=runs/tools-curve
+[ -d "$C/lowlight.curve" ] && resume="--resume" || resume=""
+[ -f "$C/weights/lowlight_curve.safetensors" ] || $T --out "$C" --task lowlight --recipe curve --steps 6000 --lr 1e-3 $S \
+  --weights "$C/weights/lowlight_curve.safetensors" $resume

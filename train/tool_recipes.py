@@ -126,6 +126,17 @@ RECIPES: dict[str, Recipe] = {
             augment=_mix_colours,
         ),
         Recipe("unet", Task.LOWLIGHT, "dark", "resunet", UNET, "Low-light enhancement (residual UNet, trained on brightness shift, gamma and peak rescaling)."),
+        Recipe(
+            "curve",
+            Task.LOWLIGHT,
+            "dark",
+            "curvenet",
+            {"width": 24},
+            "Low-light enhancement by one global tone curve: a CNN reads the whole frame and its luminance histogram and predicts a monotone curve, applied to every colour channel. Undoes under-exposure, gain and gamma without touching edges or texture; does not denoise, and does not brighten one region more than another.",
+            whole_frames=True,
+            patch_size=192,
+            augment=_jitter_colour,
+        ),
         Recipe("srnet_x4", Task.SR, "lowres", "srnet", {"scale": 4, "width": 48, "blocks": 8}, "x4 super-resolution of bicubic-downscaled images (residual CNN).", fixed={"scale": 4}),
         Recipe("srnet_x2", Task.SR, "lowres", "srnet", {"scale": 2, "width": 48, "blocks": 8}, "x2 super-resolution of bicubic-downscaled images (residual CNN).", fixed={"scale": 2}, patch_size=96),
     ]
@@ -170,7 +181,7 @@ class ToolTrainConfig:
     task: str = field(metadata={"help": "The task the tool restores (denoise, motion_deblur, ..., sr, lowlight)."})
     data: Path = field(metadata={"help": "Folder of clean training images."})
     recipe: str | None = field(default=None, metadata={"help": "Which of the task's recipes (default: the first; see `tools recipes`)."})
-    arch: str | None = field(default=None, metadata={"help": "Architecture: the task's recipe that uses it (resunet, srnet, motionkernel, hazenet)."})
+    arch: str | None = field(default=None, metadata={"help": "Architecture: the task's recipe that uses it (resunet, srnet, motionkernel, hazenet, curvenet)."})
     net_config: str | None = field(
         default=None, metadata={"help": "JSON object of architecture options that replace the recipe's, e.g. '{\"width\": 64, \"blocks\": [2, 2, 2]}'."}
     )

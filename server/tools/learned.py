@@ -27,6 +27,7 @@ SHIPPED: dict[str, Cost] = {
     "dehaze_hazenet": Cost.MEDIUM,
     "dejpeg_unet": Cost.MEDIUM,
     "lowlight_unet": Cost.MEDIUM,
+    "lowlight_curve": Cost.LOW,
     "sr_srnet_x4": Cost.LOW,
     "sr_srnet_x2": Cost.MEDIUM,
 }
