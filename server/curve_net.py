@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tiragent.server.haze_net import luminance
+
 
 @dataclass(frozen=True)
 class CurveNetConfig:
@@ -32,11 +34,6 @@ class CurveNetConfig:
     multiple_of = 1
     tile_size = None  # the curve is read off the whole frame
     supports_half = False
-
-
-def luminance(x: torch.Tensor) -> torch.Tensor:
-    """Rec. 601 luma of (B, 3, H, W) images, (B, 1, H, W)."""
-    return 0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:]
 
 
 def cumulative_histogram(x: torch.Tensor, bins: int) -> torch.Tensor:

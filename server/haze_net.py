@@ -37,6 +37,11 @@ def _stage(cin: int, cout: int, stride: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.ReLU(inplace=True), nn.Conv2d(cout, cout, 3, padding=1), nn.ReLU(inplace=True))
 
 
+def luminance(x: torch.Tensor) -> torch.Tensor:
+    """Rec. 601 luma of (B, 3, H, W) images, (B, 1, H, W)."""
+    return 0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:]
+
+
 def box_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
     """Mean over a (2r+1)^2 window, separable, with reflect padding."""
     k = 2 * radius + 1
@@ -90,7 +95,7 @@ class HazeNet(nn.Module):
         t_min = self.config.t_min
         t = t_min + (1 - t_min) * torch.sigmoid(self.transmission(y))
         t = F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)
-        gray = (0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:]).contiguous()
+        gray = luminance(x).contiguous()
         radius = max(2, min(h, w) // 20)
         return guided_filter(gray, t, radius, eps=1e-3).clamp(t_min, 1.0), airlight
 
