@@ -304,3 +304,24 @@ async def test_scale_match_keeps_the_fixed_scale_model_nearest_the_detected_fact
     assert {r.model for r in policy.candidates(space) if isinstance(r, Action) and r.task == "sr"} == set(space.models["sr"])
     with pytest.raises(TirAgentError, match="need decode='rank'"):
         QwenVLPolicy(str(checkpoint), decode="generate", scale_match=True)
+
+
+async def test_default_models_rank_tasks_by_their_summed_likelihood_and_call_the_servers_default(checkpoint, session, image):
+    """``models='default'``: a task's score is the log of its replies' summed probabilities, its call the server's
+    default model; STOP keeps its own score."""
+    import math
+
+    from tiragent.agent.policies.qwen import by_task
+
+    space = await session.action_space()
+    replies = [Action("denoise", "nlm"), Action("denoise", "unet"), Action("lowlight", "gamma"), Stop(reason="x")]
+    merged, scores = by_task(replies, [math.log(0.2), math.log(0.3), math.log(0.4), math.log(0.1)], space)
+    got = dict(zip([r.task if isinstance(r, Action) else "STOP" for r in merged], scores, strict=True))
+    assert got == pytest.approx({"denoise": math.log(0.5), "lowlight": math.log(0.4), "STOP": math.log(0.1)})
+    assert {r.model for r in merged if isinstance(r, Action)} == {space.defaults["denoise"], space.defaults["lowlight"]}
+    # Through the policy: every call it makes is its task's default model.
+    policy = QwenVLPolicy(str(checkpoint), decode="rank", models="default")
+    _, trajectory = await restore(session, image, policy, max_steps=3)
+    assert all(step.model == space.defaults[step.task] for step in trajectory.steps)
+    with pytest.raises(TirAgentError, match="need decode='rank'"):
+        QwenVLPolicy(str(checkpoint), models="default")

@@ -60,11 +60,22 @@ class DecodingConfig:
         metadata={"help": "With rank: a model of fixed scale (the server's `scale` fact, e.g. sr.srnet_x2) is a candidate only where its scale is the nearest, among the task's fixed scales, to the downscale factor the detector reads."},
     )
 
+    models: Literal["policy", "default"] = field(
+        default="policy",
+        metadata={
+            "help": "With rank: 'policy' takes the likeliest (task, model) reply; 'default' scores each task by the likelihood of calling it "
+            "with any of its models (their probabilities summed) and calls it with the server's default model, so the policy chooses "
+            "what to do and when to stop, and the toolbox's best model does it (models added after training are used too)."
+        },
+    )
+
     def __post_init__(self) -> None:
         if self.decode not in ("generate", "rank"):
             raise TirAgentError(f"decode must be 'generate' or 'rank', not {self.decode!r}")
-        if self.reads_detector and self.decode != "rank":
-            raise TirAgentError("gate, prior and scale_match need decode='rank' (they act on the ranked candidates)")
+        if self.models not in ("policy", "default"):
+            raise TirAgentError(f"models must be 'policy' or 'default', not {self.models!r}")
+        if (self.reads_detector or self.models != "policy") and self.decode != "rank":
+            raise TirAgentError("gate, prior, scale_match and models='default' need decode='rank' (they act on the ranked candidates)")
 
     @property
     def reads_detector(self) -> bool:
@@ -111,6 +122,27 @@ def parse_reply(text: str, space: ActionSpace) -> Action | Stop:
     return Action(name, model, arguments)
 
 
+def by_task(replies: list[Action | Stop], scores: list[float], space: ActionSpace) -> tuple[list[Action | Stop], list[float]]:
+    """One reply per task, its model the server's default, scored by the log of the summed probabilities of the task's
+    replies (``models='default'``); STOP as it was."""
+    import math
+
+    merged: dict[str, list[float]] = {}
+    out: list[Action | Stop] = []
+    out_scores: list[float] = []
+    for reply, score in zip(replies, scores, strict=True):
+        if isinstance(reply, Stop):
+            out.append(reply)
+            out_scores.append(score)
+        else:
+            merged.setdefault(reply.task, []).append(score)
+    for task, parts in merged.items():
+        top = max(parts)
+        out.append(Action(task, space.defaults[task]))
+        out_scores.append(top + math.log(sum(math.exp(p - top) for p in parts)))
+    return out, out_scores
+
+
 def _pil(image: np.ndarray) -> Any:
     from PIL import Image
 
@@ -136,6 +168,7 @@ class QwenVLPolicy:
         gate: float | None = None,
         prior: float | None = None,
         scale_match: bool | None = None,
+        models: Literal["policy", "default"] | None = None,
     ) -> None:
         """``shuffle_tools``: a seed; each episode's tool list is then listed in another order (an ablation: a policy
         that read its tools should not depend on their order). ``repeat_tasks``: allow a task that already ran to run
@@ -147,8 +180,10 @@ class QwenVLPolicy:
         likely are candidates, besides STOP. ``prior`` (with ``rank``): each reply's score adds this many times the
         detector's log-odds for it (a call: ``log p`` of its task; STOP: ``log (1 - p)`` summed over the tasks not run),
         a product of the policy and the detector as experts. ``scale_match`` (with ``rank``): a model of fixed scale is
-        a candidate only where its scale is the one nearest to the downscale factor the detector reads."""
-        given = {k: v for k, v in {"decode": decode, "gate": gate, "prior": prior, "scale_match": scale_match}.items() if v is not None}
+        a candidate only where its scale is the one nearest to the downscale factor the detector reads. ``models``
+        (with ``rank``): ``default`` calls each task the policy chooses with the server's default model."""
+        options = {"decode": decode, "gate": gate, "prior": prior, "scale_match": scale_match, "models": models}
+        given = {k: v for k, v in options.items() if v is not None}
         saved = read_decoding(checkpoint) if Path(checkpoint).is_dir() else DecodingConfig()
         if given.get("decode", saved.decode) != saved.decode:
             saved = DecodingConfig()  # another way of decoding: the saved one's gate and prior do not carry over
@@ -342,6 +377,8 @@ class QwenVLPolicy:
             scores = self.score(tools, replies)
             if self.prior:
                 scores = [s + self.prior * self.detector_logodds(r, observation.space) for s, r in zip(scores, replies, strict=True)]
+            if self.decoding.models == "default":
+                replies, scores = by_task(replies, scores, observation.space)
             decision = replies[max(range(len(replies)), key=scores.__getitem__)]
             if isinstance(decision, Action):
                 self.actions.append(decision)
