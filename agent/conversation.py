@@ -73,6 +73,29 @@ def read_views(folder: str | Path) -> ViewConfig | None:
     return ViewConfig(**json.loads(path.read_text())) if path.is_file() else None
 
 
+TOOLS_FILE = "tir_agent_tools.json"
+"""Inside a policy's folder: the tool list it was trained with (the chat-template schemas of its SFT data), so that it
+is shown, and chooses among, the same tools when the server offers more (a model added later) or lists them otherwise."""
+
+
+def write_trained_tools(folder: str | Path, tools: list[dict[str, Any]]) -> None:
+    (Path(folder) / TOOLS_FILE).write_text(json.dumps(tools, indent=1))
+
+
+def read_trained_models(folder: str | Path) -> dict[str, list[str]] | None:
+    """{task: models} of the tool list saved in ``folder`` (short schemas list ``models``; full ones the ``model``
+    parameter's choices), or None where there is none (a hub id, or a policy trained before the file existed)."""
+    path = Path(folder) / TOOLS_FILE
+    if not path.is_file():
+        return None
+    models = {}
+    for tool in json.loads(path.read_text()):
+        function = tool["function"]
+        names = function.get("models") or function.get("parameters", {}).get("properties", {}).get("model", {}).get("enum", [])
+        models[function["name"]] = list(names)
+    return models
+
+
 def crop_window(width: int, height: int, size: int) -> tuple[int, int, int, int] | None:
     """``(left, top, width, height)`` of the centre crop of side ``size`` on the grid, or None when the image is not larger."""
     if size <= 0 or (width <= size and height <= size):

@@ -72,6 +72,27 @@ class ActionSpace:
     def tasks(self) -> list[str]:
         return list(self.models)
 
+    def restricted(self, models: dict[str, list[str]]) -> ActionSpace:
+        """The tasks and models of ``models`` (in its order) that this space has, nothing else: the action space a
+        policy was trained on, as far as the server still offers it. A task keeps the server's default where that is
+        among them, else its first; a task schema's ``model`` choices are narrowed alike."""
+        kept = {t: [m for m in ms if m in self.models.get(t, ())] for t, ms in models.items()}
+        kept = {t: ms for t, ms in kept.items() if ms}
+        schemas = {}
+        for task, names in kept.items():
+            schema = self.schemas[task]
+            model = schema.get("properties", {}).get("model")
+            if isinstance(model, dict) and "enum" in model:
+                schema = {**schema, "properties": {**schema["properties"], "model": {**model, "enum": [m for m in model["enum"] if m in names]}}}
+            schemas[task] = schema
+        return ActionSpace(
+            models=kept,
+            defaults={t: self.defaults[t] if self.defaults[t] in ms else ms[0] for t, ms in kept.items()},
+            descriptions={t: self.descriptions[t] for t in kept},
+            schemas=schemas,
+            facts={t: {m: self.facts[t][m] for m in ms} for t, ms in kept.items()},
+        )
+
     def check(self, action: Action) -> None:
         if action.task not in self.models:
             raise TirAgentError(f"unknown task {action.task!r}; the server offers {', '.join(self.models)}")

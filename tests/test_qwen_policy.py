@@ -325,3 +325,36 @@ async def test_default_models_rank_tasks_by_their_summed_likelihood_and_call_the
     assert all(step.model == space.defaults[step.task] for step in trajectory.steps)
     with pytest.raises(TirAgentError, match="need decode='rank'"):
         QwenVLPolicy(str(checkpoint), models="default")
+
+
+async def test_a_policy_is_shown_and_chooses_among_the_tools_it_was_trained_on(checkpoint, session, image, tmp_path):
+    """A model the server gained after training (here: one left out of the saved list) is not in the policy's prompt
+    nor among its replies; with ``models='default'`` a task it chooses still runs with the server's default."""
+    import shutil
+
+    from tiragent.agent.conversation import TOOLS_FILE, tool_schemas, write_trained_tools
+
+    space = await session.action_space()
+    known = {t: [m for m in ms if m != space.defaults["lowlight"]] for t, ms in space.models.items()}
+    narrowed = space.restricted(known)
+    assert space.defaults["lowlight"] not in narrowed.models["lowlight"] and narrowed.defaults["lowlight"] == known["lowlight"][0]
+    assert narrowed.schemas["lowlight"]["properties"]["model"]["enum"] == known["lowlight"]
+    assert space.restricted({"denoise": ["nlm", "no-such-model"]}).models == {"denoise": ["nlm"]}
+    folder = tmp_path / "policy"
+    shutil.copytree(checkpoint, folder)
+    write_trained_tools(folder, tool_schemas(narrowed, short=True))
+    assert (folder / TOOLS_FILE).is_file()
+    policy = QwenVLPolicy(str(folder), decode="rank")
+    prompts = []
+    score = policy.score
+
+    def spy(tools, replies, chunk=32):
+        prompts.append((tools, replies))
+        return score(tools, replies, chunk)
+
+    policy.score = spy
+    await restore(session, image, policy, max_steps=1)
+    tools, replies = prompts[0]
+    shown = {t["function"]["name"]: t["function"].get("models") or t["function"]["parameters"]["properties"]["model"]["enum"] for t in tools}
+    assert shown == known
+    assert all(r.model in known[r.task] for r in replies if isinstance(r, Action))

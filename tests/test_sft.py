@@ -76,6 +76,9 @@ async def test_sft_trains_saves_and_the_policy_runs(checkpoint, data, tmp_path, 
     assert card["sft"]["steps"] == 2 and card["sft_data"]["conversations"] == len(conversations(data)) and card["rl"] is None
     assert "2 steps" in (tmp_path / "shipped" / "card.md").read_text()
     assert QwenVLPolicy(str(tmp_path / "shipped")).views.perception  # the views travel with the weights
+    # and so do the tools it learned, the data's own list
+    assert json.loads((tmp_path / "shipped" / "tir_agent_tools.json").read_text()) == json.loads((data / "tools.json").read_text())
+    assert QwenVLPolicy(str(tmp_path / "shipped")).trained == {t["function"]["name"]: t["function"]["models"] for t in json.loads((data / "tools.json").read_text())}
     assert "Decoding: greedy generation." in (tmp_path / "shipped" / "card.md").read_text()
     # The decoding travels with them too, set again without a run; what a caller gives wins, and another decode
     # does not inherit the saved gate and prior.

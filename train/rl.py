@@ -27,7 +27,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tiragent.agent.conversation import ViewConfig, read_views, tool_schemas, write_views
+from tiragent.agent.conversation import ViewConfig, read_trained_models, read_views, tool_schemas, write_trained_tools, write_views
 from tiragent.agent.session import ToolSession, open_session
 from tiragent.errors import ParameterError, TirAgentError
 from tiragent.images import list_images
@@ -311,6 +311,9 @@ def train_rl(config: RLRunConfig, reward_config: RewardConfig | None = None) -> 
     session = SessionThread(config.server, config.device)
     try:
         space = session.run(session.session.action_space())
+        trained = read_trained_models(config.init)
+        if trained:  # the tools the SFT policy learned, as far as the server has them (not a model it gained since)
+            space = space.restricted(trained)
         settings = RolloutSettings(views=views, tools=tool_schemas(space, short=views.short_prompt), crop=config.crop,
                                    max_turns=config.max_turns, degradations=config.degradations, perception_context=config.perception_context, dimensions=tuple(reward.config.dimensions))  # fmt: skip
         trainer = _trainer_class()(
@@ -324,6 +327,7 @@ def train_rl(config: RLRunConfig, reward_config: RewardConfig | None = None) -> 
     trainer.save_model(str(out))
     processor.save_pretrained(str(out))
     write_views(out, views)
+    write_trained_tools(out, settings.tools)
     history = [e for e in trainer.state.log_history if "loss" in e]
     card = {
         "recipe": {k: str(v) for k, v in asdict(config).items()},

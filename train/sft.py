@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tiragent.agent.conversation import join_images, read_views, write_views
+from tiragent.agent.conversation import join_images, read_views, write_trained_tools, write_views
 from tiragent.agent.tiny import chat_template
 from tiragent.errors import TirAgentError
 from tiragent.train.configs import SFTRunConfig
@@ -106,6 +106,7 @@ def train_sft(config: SFTRunConfig) -> Path:
     views = read_views(config.data)
     if views is not None:  # the policy acts with the views its data was made with
         write_views(config.out, views)
+    write_trained_tools(config.out, tools)  # and is shown the tools it learned, whatever the server adds later
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     card = {"recipe": {k: str(v) for k, v in vars(config).items()}, "steps": trainer.state.global_step, "conversations": len(rows),
             "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None}  # fmt: skip

@@ -26,6 +26,7 @@ from tiragent.agent.conversation import (
     error_turn,
     fetch_views,
     perception_text,
+    read_trained_models,
     read_views,
     result_text,
     result_turn,
@@ -207,6 +208,7 @@ class QwenVLPolicy:
             model = PeftModel.from_pretrained(model, adapter)
         self.model = model.to(self.device).eval()
         self.views = views or read_views(checkpoint) or ViewConfig()  # as it was trained, when it says
+        self.trained = read_trained_models(checkpoint) if Path(checkpoint).is_dir() else None  # its tools, when it says
         self.max_new_tokens, self.retries, self.repeat_tasks = max_new_tokens, retries, repeat_tasks
         self.found: dict[str, float] = {}
         self.severity: dict[str, float] = {}
@@ -227,6 +229,12 @@ class QwenVLPolicy:
     def prior(self) -> float:
         return self.decoding.prior
 
+    def space(self, observation: Observation) -> ActionSpace:
+        """The server's tools as far as the policy was trained on them (its ``tir_agent_tools.json``; all of them where
+        it has none): a model the server gained since is neither shown to it nor a reply it can give, so its prompt
+        stays the one it learned."""
+        return observation.space.restricted(self.trained) if self.trained else observation.space
+
     async def _views(self, observation: Observation, image_id: str, width: int, height: int) -> list[Any]:
         return [_pil(v) for v in await fetch_views(observation.session, image_id, width, height, self.views)]
 
@@ -241,7 +249,8 @@ class QwenVLPolicy:
         self.messages = [system_turn(self.views.short_prompt), task_turn(original, said)]
         self.actions, self.seen = [], 0
         if self.shuffle is not None:
-            self.order = self.shuffle.sample(range(len(observation.space.tasks)), len(observation.space.tasks))
+            tasks = len(self.space(observation).tasks)
+            self.order = self.shuffle.sample(range(tasks), tasks)
 
     async def _observe(self, observation: Observation) -> None:
         for i, step in enumerate(observation.steps[self.seen :], start=self.seen):
@@ -369,16 +378,17 @@ class QwenVLPolicy:
 
     async def next(self, observation: Observation) -> Action | Stop:
         await self._observe(observation)
-        tools = tool_schemas(observation.space, short=self.views.short_prompt)
+        space = self.space(observation)
+        tools = tool_schemas(space, short=self.views.short_prompt)
         if self.order is not None:
             tools = [tools[i] for i in self.order]
         if self.decode == "rank":
-            replies = self.candidates(observation.space)
+            replies = self.candidates(space)
             scores = self.score(tools, replies)
             if self.prior:
-                scores = [s + self.prior * self.detector_logodds(r, observation.space) for s, r in zip(scores, replies, strict=True)]
+                scores = [s + self.prior * self.detector_logodds(r, space) for s, r in zip(scores, replies, strict=True)]
             if self.decoding.models == "default":
-                replies, scores = by_task(replies, scores, observation.space)
+                replies, scores = by_task(replies, scores, observation.space)  # the server's default, known to the policy or not
             decision = replies[max(range(len(replies)), key=scores.__getitem__)]
             if isinstance(decision, Action):
                 self.actions.append(decision)
@@ -387,7 +397,7 @@ class QwenVLPolicy:
         for attempt in range(self.retries + 1):
             reply = self.generate(tools)
             try:
-                decision = parse_reply(reply, observation.space)
+                decision = parse_reply(reply, space)
                 if isinstance(decision, Action):
                     if not self.repeat_tasks and any(a.task == decision.task for a in self.actions):
                         return Stop(reason=f"policy asked for {decision.task} again; stopped (each task runs once)")
