@@ -30,7 +30,7 @@ def chat_template() -> str:
 MODEL_WORDS = {
     "denoise": ["unet", "bm3d", "nlm", "wavelet"], "motion_deblur": ["kernel_wiener", "richardson_lucy", "unet", "wiener"],
     "defocus_deblur": ["unet", "richardson_lucy", "wiener"], "derain": ["unet", "inpaint", "opening"], "dehaze": ["hazenet", "cap", "dcp", "unet"],
-    "dejpeg": ["unet", "bilateral", "deblock"], "sr": ["backprojection", "lanczos", "srnet_x2", "srnet_x4"], "lowlight": ["unet", "clahe", "gamma", "retinex"],
+    "dejpeg": ["unet", "bilateral", "deblock"], "sr": ["backprojection", "lanczos", "srnet_x2", "srnet_x4"], "lowlight": ["curve", "unet", "clahe", "gamma", "retinex"],
 }  # fmt: skip
 PARAM_WORDS = ["sigma", "angle", "iterations", "nsr", "radius", "width", "length", "max_tilt", "threshold", "beta", "t_min", "omega", "patch",
                "sigma_color", "diameter", "strength", "scale", "step", "clip_limit", "tiles", "target_mean", "gamma", "image_id"]  # fmt: skip

@@ -28,7 +28,7 @@ def case():
 async def test_action_space_is_read_from_the_server(session):
     space = await session.action_space()
     assert set(space.tasks) == {"denoise", "motion_deblur", "defocus_deblur", "derain", "dehaze", "dejpeg", "sr", "lowlight"}
-    assert "bm3d" in space.models["denoise"] and space.defaults["dehaze"] == "hazenet"
+    assert "bm3d" in space.models["denoise"] and space.defaults["dehaze"] == "hazenet" and space.defaults["lowlight"] == "curve"
     bm3d, unet = space.facts["denoise"]["bm3d"], space.facts["denoise"]["unet"]
     assert (bm3d.cost, bm3d.learned, bm3d.device, bm3d.params) == ("high", False, "cpu", ("sigma",))
     assert unet.learned and unet.default and unet.device == "accelerator" and not bm3d.default
