@@ -92,6 +92,9 @@ async def test_sft_trains_saves_and_the_policy_runs(checkpoint, data, tmp_path, 
     assert (shipped.decode, shipped.gate, shipped.prior) == ("rank", 0.5, 1.0)
     assert QwenVLPolicy(str(tmp_path / "shipped"), gate=0.2).decoding == DecodingConfig("rank", 0.2, 1.0)
     assert QwenVLPolicy(str(tmp_path / "shipped"), decode="generate").decoding == DecodingConfig()
+    set_decoding(tmp_path / "shipped", DecodingConfig("rank", 0.5, 1.0, models="default"))
+    assert "run with the server's default model" in (tmp_path / "shipped" / "card.md").read_text()
+    assert QwenVLPolicy(str(tmp_path / "shipped")).decoding.models == "default"
     with pytest.raises(SystemExit, match="over the 0 MB budget"):
         ship(out, tmp_path / "too-big", init=checkpoint, budget_mb=0)
 

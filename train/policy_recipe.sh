@@ -27,4 +27,4 @@ $B/tir-agent train gen-sft --clean runs/train-photos --out $O/sft-data --images 
 [ -f $O/rl/tir_agent_rl.json ] || $B/tir-agent train rl --init $O/sft --clean runs/train-photos --out $O/rl --degradations randomized \
   --camera_ratio 0.15 --crop 176 --perception_context 320 --group 4 --batch 4 --steps "${POLICY_RL_STEPS:-50}" --lr 5e-6 --temperature 0.6 --max_turns 4 \
   --images 2000 --seed 1 --save_steps 10 --resume
-$B/python -m tiragent.train.ship_policy --run $O/rl --out agent/weights/policy --decode rank --gate 0.5 --prior 1
+$B/python -m tiragent.train.ship_policy --run $O/rl --out agent/weights/policy --decode rank --gate 0.5 --prior 1 --models default

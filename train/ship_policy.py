@@ -101,7 +101,8 @@ def card_markdown(card: dict[str, Any]) -> str:
     decoding = card.get("decoding") or asdict(DecodingConfig())
     if decoding["decode"] == "rank":
         lines.append(f"- Decoding: every valid reply ranked by its likelihood; candidates the tasks the detector reads at least "
-                     f"{decoding['gate']} likely, besides STOP; the detector's log-odds added with weight {decoding['prior']}.")  # fmt: skip
+                     f"{decoding['gate']} likely, besides STOP; the detector's log-odds added with weight {decoding['prior']}"
+                     + ("; each task scored by its replies' summed probabilities and run with the server's default model." if decoding.get("models") == "default" else "."))  # fmt: skip
     else:
         lines.append("- Decoding: greedy generation.")
     return "\n".join(lines) + "\n"
