@@ -61,7 +61,8 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, help="most tool calls per image (default: each policy's own)")
     parser.add_argument("--merge", action="append", default=[],
                         help="add the records of an earlier run on the same --bench (docs/benchmarks/NAME.json) for the policies this run leaves out; "
-                        "NAME:LABEL names its policies 'POLICY (LABEL)', to set runs of one policy under other servers side by side; repeatable")
+                        "NAME:LABEL names its policies 'POLICY (LABEL)', to set runs of one policy under other servers side by side; "
+                        "NAME:LABEL:P1,P2 takes only those policies (LABEL may be empty); repeatable")
     parser.add_argument("--only-merge", action="store_true", help="evaluate nothing: the table of the --merge runs' records")
     parser.add_argument("--server", help="streamable-HTTP URL of a running server (e.g. `tir-agent serve --transport http --detector learned`); default: one over stdio with the defaults")
     parser.add_argument("--allinone", type=Path, help="also the all-in-one baseline network (`tir-agent train allinone`), one call per image")
@@ -87,10 +88,12 @@ def main() -> None:
         policies = [*policies, "all-in-one"]
     merged = ""
     for entry in args.merge:
-        name, _, label = entry.partition(":")
+        name, _, rest = entry.partition(":")
+        label, _, only = rest.partition(":")
         earlier = json.loads((ROOT / "docs" / "benchmarks" / f"{name}.json").read_text())
         have = {r["policy"] for r in records}
-        named = [{**r, "policy": f"{r['policy']} ({label})"} if label and r["policy"] != "input" else r for r in earlier["records"]]
+        wanted = earlier["records"] if not only else [r for r in earlier["records"] if r["policy"] in {"input", *only.split(",")}]
+        named = [{**r, "policy": f"{r['policy']} ({label})"} if label and r["policy"] != "input" else r for r in wanted]
         kept = [r for r in named if r["policy"] not in have]
         records = [*records, *kept]
         taken = sorted({r["policy"] for r in kept} - {"input"})
