@@ -20,10 +20,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from tiragent.agent.conversation import TOOLS_FILE, VIEWS_FILE
 from tiragent.agent.policies.qwen import DecodingConfig, write_decoding
 
 FILES = ("config.json", "generation_config.json", "model.safetensors", "processor_config.json", "tokenizer.json", "tokenizer_config.json",
-         "chat_template.jinja", "tir_agent_views.json", "tir_agent_tools.json")  # fmt: skip
+         "chat_template.jinja", VIEWS_FILE, TOOLS_FILE)  # fmt: skip
 
 
 def _read(path: Path) -> dict[str, Any] | None:
