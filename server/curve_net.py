@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tiragent.server.haze_net import luminance
+from tiragent.server.haze_net import conv_stage, luminance
 
 
 @dataclass(frozen=True)
@@ -54,10 +54,6 @@ def apply_curve(x: torch.Tensor, curve: torch.Tensor) -> torch.Tensor:
     return y.view_as(x)
 
 
-def _stage(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.ReLU(inplace=True), nn.Conv2d(cout, cout, 3, padding=1), nn.ReLU(inplace=True))
-
-
 class CurveNet(nn.Module):
     """A whole-frame estimate of one monotone tone curve, applied to the full-resolution image."""
 
@@ -66,7 +62,7 @@ class CurveNet(nn.Module):
         self.config = config
         w = config.width
         widths = [w, 2 * w, 4 * w, 4 * w, 4 * w]
-        self.encoders = nn.Sequential(*(_stage(a, b) for a, b in zip([4, *widths], widths)))
+        self.encoders = nn.Sequential(*(conv_stage(a, b, 2) for a, b in zip([4, *widths], widths)))
         hidden = 4 * w
         self.head = nn.Sequential(nn.Linear(2 * widths[-1] + config.bins, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, config.knots))
         # Start at the identity curve: a black level of 0 and equal steps of 1 / (knots - 1).
@@ -92,4 +88,5 @@ class CurveNet(nn.Module):
 
     def training_loss(self, degraded: torch.Tensor, clean: torch.Tensor, params: list[dict]) -> torch.Tensor:
         """L1 of the curve's output before clipping, so that a curve past 1 is pulled back instead of losing its gradient."""
-        return F.l1_loss(apply_curve(degraded.float(), self.curve(degraded.float())), clean)
+        x = degraded.float()
+        return F.l1_loss(apply_curve(x, self.curve(x)), clean)

@@ -33,7 +33,8 @@ class HazeNetConfig:
     supports_half = False
 
 
-def _stage(cin: int, cout: int, stride: int) -> nn.Sequential:
+def conv_stage(cin: int, cout: int, stride: int) -> nn.Sequential:
+    """Two 3x3 convolutions with ReLUs, the first with ``stride``."""
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.ReLU(inplace=True), nn.Conv2d(cout, cout, 3, padding=1), nn.ReLU(inplace=True))
 
 
@@ -65,10 +66,10 @@ class HazeNet(nn.Module):
         self.config = config
         w = config.width
         widths = [w, 2 * w, 4 * w, 4 * w, 4 * w]
-        self.encoders = nn.ModuleList([_stage(6, widths[0], 1), *(_stage(a, b, 2) for a, b in zip(widths, widths[1:]))])
+        self.encoders = nn.ModuleList([conv_stage(6, widths[0], 1), *(conv_stage(a, b, 2) for a, b in zip(widths, widths[1:]))])
         self.context = nn.Sequential(nn.Linear(widths[-1], widths[-1]), nn.ReLU(inplace=True))
         self.airlight = nn.Linear(widths[-1], 3)
-        self.decoders = nn.ModuleList(_stage(a + b, b, 1) for a, b in zip(widths[:0:-1], widths[-2:0:-1]))
+        self.decoders = nn.ModuleList(conv_stage(a + b, b, 1) for a, b in zip(widths[:0:-1], widths[-2:0:-1]))
         self.transmission = nn.Conv2d(widths[1], 1, 3, padding=1)
         # Start from mid-dense haze of a bright airlight, where the inversion's gradients are informative
         # (from A = 0.5 and t = 0.5 the easiest descent is to t = 1, the identity, where sigmoid saturates).
