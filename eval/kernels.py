@@ -30,24 +30,58 @@ def motion_kernel(radius: int, sigma: float, angle: float, *, centered: bool = F
     line kernel, what a deblurring tool assumes when it cannot tell the direction).
     Angles are in degrees, counter-clockwise from the x axis.
     """
-    taps = np.arange(2 * radius + 1, dtype=np.float64)
-    weights = np.exp(-(taps**2) / (2.0 * sigma**2))
+    taps, weights = one_sided_taps(radius, sigma)
     if centered:
         taps = np.concatenate([-taps[:0:-1], taps])
         weights = np.concatenate([weights[:0:-1], weights])
-    theta = math.radians(angle)
-    dx, dy = taps * math.cos(theta), -taps * math.sin(theta)
-    size = 2 * (2 * radius + 1) + 1
+    return line_kernel(taps, weights, angle, size=2 * (2 * radius + 1) + 1).astype(np.float32)
+
+
+def one_sided_taps(radius: int, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets 0 .. 2 * radius along the blur axis and their one-sided Gaussian weights (``motion_kernel``'s trail)."""
+    taps = np.arange(2 * radius + 1, dtype=np.float64)
+    return taps, np.exp(-(taps**2) / (2.0 * sigma**2))
+
+
+LINE_PROFILES = ("box", "gaussian", "one_sided")
+"""Profiles of a straight motion trail of ``length`` pixels: uniform speed, a centred Gaussian, a one-sided Gaussian."""
+
+
+def line_taps(profile: str, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets (pixels along the blur axis) and weights of a straight trail of the given profile and length."""
+    if profile == "one_sided":
+        return one_sided_taps(max(1, length // 2), max(1.0, length / 4))
+    offsets = np.linspace(-(length - 1) / 2, (length - 1) / 2, length)
+    if profile == "box":
+        return offsets, np.ones(length)
+    if profile == "gaussian":
+        return offsets, np.exp(-(np.linspace(-1, 1, length) ** 2) / (2 * 0.45**2))
+    raise ValueError(f"unknown line profile {profile!r}; profiles: {', '.join(LINE_PROFILES)}")
+
+
+def taps_spread(offsets: np.ndarray, weights: np.ndarray) -> float:
+    """Standard deviation (pixels) of a trail's weights along its axis: one measure of blur length for every profile."""
+    w = weights / weights.sum()
+    mean = float((w * offsets).sum())
+    return math.sqrt(float((w * (offsets - mean) ** 2).sum()))
+
+
+def line_kernel(offsets: np.ndarray, weights: np.ndarray, angle: float, size: int | None = None) -> np.ndarray:
+    """Taps ``weights`` at ``offsets`` pixels from the centre along ``angle`` degrees (counter-clockwise from the x
+    axis), splatted bilinearly into a normalised float64 kernel of side ``size`` (default: just large enough)."""
+    if size is None:
+        size = 2 * int(math.ceil(float(np.abs(offsets).max()))) + 3
     centre = size // 2
+    theta = math.radians(angle)
     kernel = np.zeros((size, size), np.float64)
-    # Bilinear splatting puts each tap at its sub-pixel position.
-    for x, y, w in zip(dx + centre, dy + centre, weights):
+    for t, w in zip(offsets, weights):
+        x, y = centre + t * math.cos(theta), centre - t * math.sin(theta)
         x0, y0 = int(math.floor(x)), int(math.floor(y))
         fx, fy = x - x0, y - y0
         for yy, xx, share in ((y0, x0, (1 - fx) * (1 - fy)), (y0, x0 + 1, fx * (1 - fy)), (y0 + 1, x0, (1 - fx) * fy), (y0 + 1, x0 + 1, fx * fy)):
             if 0 <= yy < size and 0 <= xx < size:
                 kernel[yy, xx] += w * share
-    return (kernel / kernel.sum()).astype(np.float32)
+    return kernel / kernel.sum()
 
 
 def levin_kernels(path: str) -> list[np.ndarray]:

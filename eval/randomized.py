@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from tiragent.eval.degradations import DegradeFn, Params, estimate_depth
-from tiragent.eval.kernels import disk_kernel, motion_kernel
+from tiragent.eval.kernels import disk_kernel, line_kernel, line_taps, motion_kernel, one_sided_taps
 from tiragent.images import to_uint8
 from tiragent.tasks import TASK_OF_DEGRADATION
 
@@ -63,18 +63,7 @@ def _jpeg(image: np.ndarray, quality: int, subsampling: int = 2) -> np.ndarray:
 
 def _line_kernel(length: int, angle: float, weights: np.ndarray) -> np.ndarray:
     """Taps ``weights`` laid along a line through the centre at ``angle`` degrees, splatted bilinearly."""
-    size = 2 * length + 3
-    centre = size // 2
-    offsets = np.linspace(-(len(weights) - 1) / 2, (len(weights) - 1) / 2, len(weights))
-    theta = math.radians(angle)
-    kernel = np.zeros((size, size), np.float64)
-    for t, w in zip(offsets, weights):
-        x, y = centre + t * math.cos(theta), centre - t * math.sin(theta)
-        x0, y0 = int(math.floor(x)), int(math.floor(y))
-        fx, fy = x - x0, y - y0
-        for yy, xx, share in ((y0, x0, (1 - fx) * (1 - fy)), (y0, x0 + 1, fx * (1 - fy)), (y0 + 1, x0, (1 - fx) * fy), (y0 + 1, x0 + 1, fx * fy)):
-            kernel[yy, xx] += w * share
-    return kernel / kernel.sum()
+    return line_kernel(np.linspace(-(len(weights) - 1) / 2, (len(weights) - 1) / 2, len(weights)), weights, angle, size=2 * length + 3)
 
 
 def shake_kernel(rng: np.random.Generator, extent: int) -> np.ndarray:
@@ -112,16 +101,22 @@ def motion(image: np.ndarray, rng: np.random.Generator, variant: str | None = No
     variant = _variant("motion", variant, rng)
     length = int(length if length is not None else rng.integers(5, 36))
     angle = float(angle if angle is not None else rng.uniform(-180, 180))
-    if variant == "box":
-        kernel = _line_kernel(length, angle, np.ones(length))
-    elif variant == "gaussian":
-        taps = np.linspace(-1, 1, length)
-        kernel = _line_kernel(length, angle, np.exp(-(taps**2) / (2 * 0.45**2)))
+    if variant == "shake":
+        kernel = shake_kernel(rng, length)
     elif variant == "one_sided":
         kernel = motion_kernel(max(1, length // 2), max(1.0, length / 4), angle)
     else:
-        kernel = shake_kernel(rng, length)
+        kernel = _line_kernel(length, angle, line_taps(variant, length)[1])
     return _filter(image, kernel), {"variant": variant, "length": length, "angle": round(angle, 3)}
+
+
+def motion_taps(params: Params) -> tuple[np.ndarray, np.ndarray] | None:
+    """Offsets and weights along the blur axis of the straight trail that a motion blur with ``params`` used: this
+    model's line variants, or the protocol's ``radius`` and ``sigma``; None for a camera-shake path, which is no line."""
+    variant = params.get("variant")
+    if variant is None:
+        return one_sided_taps(int(params["radius"]), float(params["sigma"]))
+    return None if variant == "shake" else line_taps(str(variant), int(params["length"]))
 
 
 @register_randomized("defocus", ("disk", "gaussian"))

@@ -8,12 +8,13 @@ et al. (2011), which rises both for residual blur and for ringing.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import cv2
 import numpy as np
 
-from tiragent.eval.kernels import motion_kernel
+from tiragent.eval.kernels import line_kernel, line_taps, motion_kernel, taps_spread
 
 
 def _otf(kernel: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -77,3 +78,18 @@ def analysis_view(image: np.ndarray, limit: int = 384) -> np.ndarray:
 def motion_candidates(angles: list[float], sigmas: list[float]) -> list[tuple[float, np.ndarray]]:
     """(size, kernel) for every trail direction and length scale: the kernel family the tools search."""
     return [(s, motion_kernel(max(1, int(round(2.5 * s))), s, a)) for s in sigmas for a in angles]
+
+
+@functools.cache
+def _profile_spreads(profile: str) -> tuple[float, ...]:
+    """Spread of the profile's trail for every length 0 .. 159 px (lengths below 2 as 2)."""
+    return tuple(taps_spread(*line_taps(profile, max(2, n))) for n in range(160))
+
+
+def spread_candidates(angle: float, spread: float, profile: str) -> list[tuple[float, np.ndarray]]:
+    """(size, kernel) for the straight trail of ``profile`` (``LINE_PROFILES``) at the length whose spread is nearest
+    ``spread`` pixels, along both directions of the axis; of size 0, so that the choice is of direction only."""
+    spreads = _profile_spreads(profile)
+    length = max(2, min(range(len(spreads)), key=lambda n: abs(spreads[n] - spread)))
+    offsets, weights = line_taps(profile, length)
+    return [(0.0, line_kernel(offsets, weights, direction).astype(np.float32)) for direction in (angle, angle + 180.0)]

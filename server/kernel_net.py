@@ -25,7 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tiragent.server.deconvolution import analysis_view, central_window, choose_kernel, motion_candidates, wiener_deconvolve
+from tiragent.eval.kernels import LINE_PROFILES, taps_spread
+from tiragent.eval.randomized import motion_taps
+from tiragent.server.deconvolution import analysis_view, central_window, choose_kernel, motion_candidates, spread_candidates, wiener_deconvolve
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,13 @@ class MotionKernelNetConfig:
     view: int = field(default=384, metadata={"help": "Side of the central crop the estimate and the kernel choice look at (the blur is uniform over the frame)."})
     nsr: float = field(default=0.005, metadata={"help": "Noise-to-signal ratio of the Wiener deconvolution."})
     sigmas: tuple[float, ...] = field(default=(2, 3, 4, 5, 6, 8, 10), metadata={"help": "Trail length scales (pixels) that the sparsity choice tries along the estimated axis."})
+    spread: bool = field(
+        default=False,
+        metadata={
+            "help": "Also estimate the trail's length (the spread of its kernel along the axis) and profile (uniform, centred or one-sided), and "
+            "deconvolve with that trail, choosing only its direction by sparsity (the sparsity choice of length prefers too short a trail on 8-bit images)."
+        },
+    )
 
     scale = 1
     multiple_of = 1
@@ -66,33 +75,55 @@ class MotionKernelNet(nn.Module):
             nn.Conv2d(w, 2 * w, 3, stride=2, padding=1), nn.ReLU(inplace=True), nn.Conv2d(2 * w, 2 * w, 3, padding=1), nn.ReLU(inplace=True),
         )
         self.head = nn.Conv2d(2 * w, 2, 1)
+        if config.spread:
+            # A trail is up to 35 px long: three more halvings give the length branch a receptive field of about 100 px.
+            halvings = [layer for _ in range(3) for layer in (nn.Conv2d(2 * w, 2 * w, 3, stride=2, padding=1), nn.ReLU(inplace=True))]
+            self.spread_features = nn.Sequential(*halvings)
+            self.spread_head = nn.Linear(2 * w, 1 + len(LINE_PROFILES))
+
+    def read(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Per image the unit vector ``(cos 2a, sin 2a)`` of the blur axis a, and with the length branch the log of
+        the trail's spread in pixels followed by the logits of its profile (``LINE_PROFILES``); else None."""
+        features = self.features(normalised_gradients(x))
+        axis = F.normalize(self.head(features).mean(dim=(2, 3)), dim=1, eps=1e-6)
+        if not self.config.spread:
+            return axis, None
+        return axis, self.spread_head(self.spread_features(features).mean(dim=(2, 3)))
 
     def estimate(self, x: torch.Tensor) -> torch.Tensor:
         """Per image the unit vector ``(cos 2a, sin 2a)`` of the blur axis a."""
-        votes = self.head(self.features(normalised_gradients(x)))
-        return F.normalize(votes.mean(dim=(2, 3)), dim=1, eps=1e-6)
+        return self.read(x)[0]
 
     @torch.no_grad()
+    def kernels(self, x: torch.Tensor) -> list[tuple[float, float, int]]:
+        """Per image the blur axis in degrees in (-90, 90], the trail's spread in pixels and the index of its profile
+        in ``LINE_PROFILES`` (0 and -1 without the length branch), from the central view."""
+        rows, cols = central_window(*x.shape[-2:], self.config.view)
+        axis, trail = self.read(x[..., rows, cols].float())
+        spreads, profiles = ([0.0] * len(axis), [-1] * len(axis)) if trail is None else (trail[:, 0].exp().tolist(), trail[:, 1:].argmax(1).tolist())
+        return [(math.degrees(math.atan2(float(s), float(c))) / 2, spread, profile) for (c, s), spread, profile in zip(axis, spreads, profiles)]
+
     def axes(self, x: torch.Tensor) -> list[float]:
         """Per image the blur axis in degrees in (-90, 90], from the central view."""
-        rows, cols = central_window(*x.shape[-2:], self.config.view)
-        est = self.estimate(x[..., rows, cols].float())
-        return [math.degrees(math.atan2(float(s), float(c))) / 2 for c, s in est]
+        return [axis for axis, _, _ in self.kernels(x)]
 
-    def deblur(self, image: np.ndarray, axis: float) -> np.ndarray:
+    def deblur(self, image: np.ndarray, axis: float, spread: float = 0.0, profile: str | None = None) -> np.ndarray:
+        """Wiener deconvolution with the sparsest candidate kernel along ``axis``: the trail of ``profile`` and
+        ``spread`` pixels where they are given (its direction chosen), else trails of every length scale in ``sigmas``."""
         c = self.config
-        candidates = motion_candidates([axis, axis + 180.0], list(c.sigmas))
+        candidates = spread_candidates(axis, spread, profile) if profile else motion_candidates([axis, axis + 180.0], list(c.sigmas))
         kernel = choose_kernel(analysis_view(image, c.view), candidates, nsr=c.nsr)
         return wiener_deconvolve(image, kernel, c.nsr)
 
     @torch.no_grad()
     def device_step(self, x: torch.Tensor) -> torch.Tensor:
-        """The pool's device part: per image the blur axis in degrees, ``N x 1``."""
-        return torch.tensor(self.axes(x), dtype=torch.float32).unsqueeze(1)
+        """The pool's device part: per image the blur axis in degrees, the trail's spread and profile, ``N x 3``."""
+        return torch.tensor(self.kernels(x), dtype=torch.float32)
 
     def cpu_step(self, image: np.ndarray, estimate: np.ndarray) -> np.ndarray:
         """The pool's CPU part: the kernel along the estimated axis, and Wiener deconvolution (numpy)."""
-        return self.deblur(image, float(estimate[0]))
+        profile = int(estimate[2])
+        return self.deblur(image, float(estimate[0]), float(estimate[1]), LINE_PROFILES[profile] if profile >= 0 else None)
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -101,7 +132,18 @@ class MotionKernelNet(nn.Module):
         return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).to(x)
 
     def training_loss(self, degraded: torch.Tensor, clean: torch.Tensor, params: list[dict[str, Any]]) -> torch.Tensor:
-        """1 - cos(2 x axis error), against the angle the degradation used."""
+        """1 - cos(2 x axis error) against the angle the degradation used, plus with the length branch the absolute
+        error of the log spread and the cross-entropy of the profile; over the straight trails only (a camera-shake
+        path has neither axis nor length; the protocol's trail is one-sided)."""
+        taps = [motion_taps(p) for p in params]
+        line = torch.tensor([t is not None for t in taps], dtype=torch.float32, device=degraded.device)
         angle = torch.tensor([math.radians(2 * p["angle"]) for p in params], device=degraded.device)
-        est = self.estimate(degraded)
-        return 1 - (est[:, 0] * torch.cos(angle) + est[:, 1] * torch.sin(angle)).mean()
+        axis, trail = self.read(degraded)
+        count = line.sum().clamp(min=1)
+        loss = ((1 - (axis[:, 0] * torch.cos(angle) + axis[:, 1] * torch.sin(angle))) * line).sum() / count
+        if trail is not None:
+            spread = torch.tensor([math.log(taps_spread(*t)) if t is not None else 0.0 for t in taps], device=degraded.device)
+            profile = torch.tensor([LINE_PROFILES.index(p.get("variant", "one_sided")) if t is not None else 0 for p, t in zip(params, taps)], device=degraded.device)
+            errors = (trail[:, 0] - spread).abs() + F.cross_entropy(trail[:, 1:], profile, reduction="none")
+            loss = loss + (errors * line).sum() / count
+        return loss

@@ -11,6 +11,8 @@ import torch
 
 from tiragent.eval.degradations import dark, haze, motion_blur
 from tiragent.eval.degradations import guided_filter as guided_filter_numpy
+from tiragent.eval.kernels import LINE_PROFILES, line_taps, taps_spread
+from tiragent.eval.randomized import motion, motion_taps
 from tiragent.server.curve_net import apply_curve, cumulative_histogram
 from tiragent.server.haze_net import guided_filter
 from tiragent.server.kernel_net import normalised_gradients
@@ -43,21 +45,75 @@ def test_kernel_net_deblurs_along_its_axis_and_finds_the_trail_direction(astrona
     """Given the true axis (the estimator's job), the sparsity choice finds direction and length."""
     blurred, _ = motion_blur(astronaut, np.random.default_rng(0), radius=10, sigma=3.0, angle=angle)
     net = build_net("motionkernel", width=4, view=128)
-    monkeypatch.setattr(net, "axes", lambda x: [angle if angle <= 90 else angle - 180])
+    monkeypatch.setattr(net, "kernels", lambda x: [(angle if angle <= 90 else angle - 180, 0.0, -1)])
     restored = as_image(net(as_tensor(blurred)))
     assert psnr(restored, astronaut) > psnr(blurred, astronaut) + 8
-    monkeypatch.setattr(net, "axes", lambda x: [angle + 45])  # a wrong axis does far worse
+    monkeypatch.setattr(net, "kernels", lambda x: [(angle + 45, 0.0, -1)])  # a wrong axis does far worse
     assert psnr(as_image(net(as_tensor(blurred))), astronaut) < psnr(restored, astronaut) - 5
 
 
 def test_kernel_net_axis_is_read_from_its_vote(monkeypatch):
     net = build_net("motionkernel", width=4)
     a = math.radians(2 * 30.0)
-    monkeypatch.setattr(net, "estimate", lambda x: torch.tensor([[math.cos(a), math.sin(a)]] * len(x)))
+    monkeypatch.setattr(net, "read", lambda x: (torch.tensor([[math.cos(a), math.sin(a)]] * len(x)), None))
     assert net.axes(torch.rand(2, 3, 40, 40)) == pytest.approx([30.0, 30.0])
     degraded = torch.rand(1, 3, 40, 40)
-    assert net.training_loss(degraded, degraded, [{"angle": 30.0}]).item() == pytest.approx(0.0, abs=1e-6)
-    assert net.training_loss(degraded, degraded, [{"angle": -60.0}]).item() == pytest.approx(2.0)  # the perpendicular axis
+    trail = {"radius": 10, "sigma": 3.0}
+    assert net.training_loss(degraded, degraded, [{"angle": 30.0, **trail}]).item() == pytest.approx(0.0, abs=1e-6)
+    assert net.training_loss(degraded, degraded, [{"angle": -60.0, **trail}]).item() == pytest.approx(2.0)  # the perpendicular axis
+
+
+def test_trail_spread_is_one_length_measure_for_every_profile():
+    offsets, weights = line_taps("box", 12)
+    assert taps_spread(offsets, weights) == pytest.approx(math.sqrt((12**2 - 1) / 12))
+    assert taps_spread(*line_taps("one_sided", 20)) == pytest.approx(taps_spread(*motion_taps({"radius": 10, "sigma": 5.0})))
+    spreads = [taps_spread(*line_taps(profile, 24)) for profile in LINE_PROFILES]
+    assert max(spreads) < 8 and min(spreads) > 2 and len(set(spreads)) == 3
+    assert motion_taps({"variant": "shake", "length": 20, "angle": 0.0}) is None  # a curved path has no straight trail
+
+
+@pytest.mark.parametrize("variant", ["box", "gaussian", "one_sided"])
+def test_kernel_net_deblurs_with_an_estimated_spread(astronaut, variant, monkeypatch):
+    """Given the axis, the spread and the profile (the estimator's job), the trail is rebuilt and its direction chosen;
+    a spread far off does worse."""
+    blurred, params = motion(astronaut, np.random.default_rng(0), variant=variant, length=11, angle=25.0)
+    spread, profile = taps_spread(*motion_taps(params)), LINE_PROFILES.index(variant)
+    net = build_net("motionkernel", width=4, view=128, spread=True)
+    monkeypatch.setattr(net, "kernels", lambda x: [(25.0, spread, profile)])
+    restored = psnr(as_image(net(as_tensor(blurred))), astronaut)
+    assert restored > psnr(blurred, astronaut) + 3
+    monkeypatch.setattr(net, "kernels", lambda x: [(25.0, spread * 2.5, profile)])
+    assert psnr(as_image(net(as_tensor(blurred))), astronaut) < restored - 3
+
+
+def test_kernel_net_spread_loss_is_the_log_error_over_straight_trails(monkeypatch):
+    net = build_net("motionkernel", width=4, spread=True)
+    box = {"variant": "box", "length": 15, "angle": 30.0}
+    a, spread = math.radians(60.0), taps_spread(*motion_taps(box))
+    sure = [math.log(2 * spread), 30.0, -30.0, -30.0]  # twice the spread; certain of the box profile
+    monkeypatch.setattr(net, "read", lambda x: (torch.tensor([[math.cos(a), math.sin(a)]] * len(x)), torch.tensor([sure] * len(x))))
+    degraded = torch.rand(2, 3, 40, 40)
+    shake = {"variant": "shake", "length": 15, "angle": -60.0}  # neither axis nor length: left out
+    assert net.training_loss(degraded, degraded, [box, shake]).item() == pytest.approx(math.log(2), rel=1e-5)
+    one_sided = {"radius": 10, "sigma": 3.0, "angle": 30.0}  # the protocol's trail: one-sided, here called a box
+    assert net.training_loss(degraded[:1], degraded[:1], [one_sided]).item() > 50
+
+
+def test_kernel_net_learns_the_spread_of_a_batch():
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    texture = np.repeat(rng.random((64, 64, 1), dtype=np.float32), 3, axis=2)
+    params = [{"variant": v, "length": n, "angle": 0.0} for v, n in (("box", 5), ("gaussian", 9), ("one_sided", 17), ("box", 31))]
+    degraded = torch.cat([as_tensor(motion(texture, rng, **p)[0]) for p in params])
+    net = build_net("motionkernel", width=8, spread=True)
+    optimizer = torch.optim.Adam(net.parameters(), 3e-3)
+    before = net.training_loss(degraded, degraded, params).item()
+    for _ in range(200):
+        loss = net.training_loss(degraded, degraded, params)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < min(0.3, before / 3)
 
 
 def test_kernel_net_learns_the_axis_of_a_batch():
