@@ -88,7 +88,7 @@ def _profile_spreads(profile: str) -> tuple[float, ...]:
 
 def spread_candidates(angle: float, spread: float, profile: str) -> list[tuple[float, np.ndarray]]:
     """(size, kernel) for the straight trail of ``profile`` (``LINE_PROFILES``) at the length whose spread is nearest
-    ``spread`` pixels, along both directions of the axis; of size 0, so that the choice is of direction only."""
+    ``spread`` pixels, along both directions of the axis; of size 0: no size penalty in ``choose_kernel``."""
     spreads = _profile_spreads(profile)
     length = max(2, min(range(len(spreads)), key=lambda n: abs(spreads[n] - spread)))
     offsets, weights = line_taps(profile, length)

@@ -40,8 +40,12 @@ class MotionKernelNetConfig:
         default=False,
         metadata={
             "help": "Also estimate the trail's length (the spread of its kernel along the axis) and profile (uniform, centred or one-sided), and "
-            "deconvolve with that trail, choosing only its direction by sparsity (the sparsity choice of length prefers too short a trail on 8-bit images)."
+            "deconvolve with that trail, choosing its direction and the multiple of the spread in spread_scales by sparsity (the sparsity choice over "
+            "every length prefers too short a trail on 8-bit images)."
         },
+    )
+    spread_scales: tuple[float, ...] = field(
+        default=(0.75, 0.87, 1.0, 1.15, 1.33), metadata={"help": "Multiples of the estimated spread that the sparsity choice tries (with spread)."}
     )
 
     scale = 1
@@ -108,10 +112,13 @@ class MotionKernelNet(nn.Module):
         return [axis for axis, _, _ in self.kernels(x)]
 
     def deblur(self, image: np.ndarray, axis: float, spread: float = 0.0, profile: str | None = None) -> np.ndarray:
-        """Wiener deconvolution with the sparsest candidate kernel along ``axis``: the trail of ``profile`` and
-        ``spread`` pixels where they are given (its direction chosen), else trails of every length scale in ``sigmas``."""
+        """Wiener deconvolution with the sparsest candidate kernel along ``axis``: trails of ``profile`` near ``spread``
+        pixels where they are given (direction and multiple chosen), else trails of every length scale in ``sigmas``."""
         c = self.config
-        candidates = spread_candidates(axis, spread, profile) if profile else motion_candidates([axis, axis + 180.0], list(c.sigmas))
+        if profile:
+            candidates = [candidate for scale in c.spread_scales for candidate in spread_candidates(axis, spread * scale, profile)]
+        else:
+            candidates = motion_candidates([axis, axis + 180.0], list(c.sigmas))
         kernel = choose_kernel(analysis_view(image, c.view), candidates, nsr=c.nsr)
         return wiener_deconvolve(image, kernel, c.nsr)
 

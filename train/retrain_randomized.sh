@@ -45,3 +45,9 @@ C=runs/tools-curve
 [ -d "$C/lowlight.curve" ] && resume="--resume" || resume=""
 [ -f "$C/weights/lowlight_curve.safetensors" ] || $T --out "$C" --task lowlight --recipe curve --steps 6000 --lr 1e-3 $S \
   --weights "$C/weights/lowlight_curve.safetensors" $resume
+# kernel_wiener with its length branch (2026-12-07): the blur's axis, length and profile learned (recipe config spread=true),
+# a new network trained from nothing (no --init), 30% of the protocol's pairs, 3,000 steps.
+K=runs/tools-kernel2
+[ -d "$K/motion_deblur.kernel_wiener" ] && resume="--resume" || resume=""
+[ -f "$K/weights/motion_deblur_kernel_wiener.safetensors" ] || $T --out "$K" --task motion_deblur --recipe kernel_wiener --steps 3000 --lr 1e-3 \
+  --protocol_share 0.3 --weights "$K/weights/motion_deblur_kernel_wiener.safetensors" $resume
