@@ -92,6 +92,10 @@ class SRNetConfig:
     scale: int = field(default=4, metadata={"help": "Upscaling factor (2 or 4)."})
     width: int = field(default=48, metadata={"help": "Channels of the residual blocks."})
     blocks: int = field(default=8, metadata={"help": "Residual blocks at low resolution."})
+    self_ensemble: bool = field(
+        default=False,
+        metadata={"help": "At inference, average the outputs for the eight flips and rotations of the input (eight times the compute; never in training)."},
+    )
 
     multiple_of = 1
     tile_size = 512
@@ -110,9 +114,26 @@ class SRNet(nn.Module):
         self.tail = nn.Sequential(nn.Conv2d(w, 3 * s * s, 3, padding=1), nn.PixelShuffle(s))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.config.self_ensemble and not self.training:
+            return self_ensemble(self.upscale, x)
+        return self.upscale(x)
+
+    def upscale(self, x: torch.Tensor) -> torch.Tensor:
         y = self.head(x)
         base = F.interpolate(x, scale_factor=self.config.scale, mode="bicubic", align_corners=False)
         return base + self.tail(y + self.body(y))
+
+
+def self_ensemble(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """The mean of ``fn`` over the eight flips and rotations of ``x`` (NCHW), each output turned back (EDSR's
+    geometric self-ensemble): for networks whose task has no preferred orientation."""
+    total = torch.zeros((), dtype=x.dtype, device=x.device)
+    for turns in range(4):
+        for flip in (False, True):
+            t = torch.rot90(x, turns, (2, 3))
+            y = fn(t.flip(3) if flip else t)
+            total = total + torch.rot90(y.flip(3) if flip else y, -turns, (2, 3))
+    return total / 8
 
 
 @dataclass(frozen=True)

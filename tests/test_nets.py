@@ -74,3 +74,21 @@ def test_unknown_architecture_and_option():
         build_net("vit")
     with pytest.raises(WeightsError, match="no option depth"):
         build_net("resunet", depth=3)
+
+
+def test_srnet_self_ensemble_averages_the_eight_orientations_at_inference_only():
+    torch.manual_seed(0)
+    plain = build_net("srnet", scale=2, width=8, blocks=1).eval()
+    ensemble = build_net("srnet", scale=2, width=8, blocks=1, self_ensemble=True).eval()
+    ensemble.load_state_dict(plain.state_dict())
+    x = torch.rand(1, 3, 12, 10)  # not square: every rotation changes the shape
+    with torch.no_grad():
+        y, mean = plain(x), ensemble(x)
+        turned = ensemble(torch.rot90(x, 1, (2, 3)).flip(3))
+    assert mean.shape == y.shape and not torch.allclose(mean, y, atol=1e-4)  # a random network prefers an orientation
+    assert torch.allclose(turned, torch.rot90(mean, 1, (2, 3)).flip(3), atol=1e-5)  # the mean does not
+    assert torch.allclose(ensemble.train()(x), plain.train()(x))  # training runs the network once
+    torch.nn.init.zeros_(ensemble.tail[0].weight), torch.nn.init.zeros_(ensemble.tail[0].bias)
+    with torch.no_grad():  # the bicubic path alone has no preferred orientation: the mean is that upscale
+        base = torch.nn.functional.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)
+        assert torch.allclose(ensemble.eval()(x), base, atol=1e-5)

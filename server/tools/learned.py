@@ -28,7 +28,7 @@ SHIPPED: dict[str, Cost] = {
     "dejpeg_unet": Cost.MEDIUM,
     "lowlight_unet": Cost.MEDIUM,
     "lowlight_curve": Cost.LOW,
-    "sr_srnet_x4": Cost.LOW,
+    "sr_srnet_x4": Cost.MEDIUM,  # eight passes: its self-ensemble
     "sr_srnet_x2": Cost.MEDIUM,
 }
 
