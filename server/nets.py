@@ -50,6 +50,10 @@ class ResUNetConfig:
     width: int = field(default=32, metadata={"help": "Channels at the first level; each level below doubles them."})
     blocks: tuple[int, ...] = field(default=(1, 1, 2), metadata={"help": "Residual blocks per level, top to bottom."})
     unshuffle: int = field(default=2, metadata={"help": "Pixel-unshuffle factor applied to the input before the first convolution."})
+    self_ensemble: bool = field(
+        default=False,
+        metadata={"help": "At inference, average the outputs for the eight flips and rotations of the input (eight times the compute; never in training)."},
+    )
 
     scale = 1
     tile_size = 512
@@ -75,6 +79,11 @@ class ResUNet(nn.Module):
         self.tail = nn.Sequential(nn.Conv2d(widths[0], 3 * u * u, 3, padding=1), nn.PixelShuffle(u))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.config.self_ensemble and not self.training:
+            return self_ensemble(self.restore, x)
+        return self.restore(x)
+
+    def restore(self, x: torch.Tensor) -> torch.Tensor:
         y = self.head(x)
         skips = []
         for i, encoder in enumerate(self.encoders):

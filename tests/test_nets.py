@@ -92,3 +92,14 @@ def test_srnet_self_ensemble_averages_the_eight_orientations_at_inference_only()
     with torch.no_grad():  # the bicubic path alone has no preferred orientation: the mean is that upscale
         base = torch.nn.functional.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)
         assert torch.allclose(ensemble.eval()(x), base, atol=1e-5)
+
+
+def test_resunet_self_ensemble_has_no_preferred_orientation():
+    torch.manual_seed(0)
+    net = build_net("resunet", width=8, blocks=[1, 1], unshuffle=2, self_ensemble=True).eval()
+    x = torch.rand(1, 3, 16, 24)
+    with torch.no_grad():
+        mean = net(x)
+        assert mean.shape == x.shape and not torch.allclose(mean, net.restore(x), atol=1e-4)
+        assert torch.allclose(net(torch.rot90(x, 1, (2, 3))), torch.rot90(mean, 1, (2, 3)), atol=1e-5)
+    assert torch.allclose(net.train()(x), net.restore(x))
