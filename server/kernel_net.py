@@ -6,7 +6,9 @@ axis (the classical tool) reaches 31, because textures with a dominant orientati
 axis estimate off by 5-20 degrees. The network estimates what is hard to estimate by hand,
 the blur axis. Along that axis, the trail's direction and length are chosen as the
 classical tool chooses them, by the sparsity of the deconvolved gradients (with the true
-axis this reaches 39.4 dB on McMaster).
+axis this reaches 39.4 dB on McMaster). That choice of length fails on 8-bit images blurred
+by other code (it prefers too short a trail), so with ``spread`` a second branch also
+estimates the trail's length and profile, and sparsity chooses only among trails near them.
 
 The estimator is a small fully convolutional network on the image's normalised gradients,
 so it reads any view size: every location votes for the axis with an unnormalised
@@ -80,7 +82,7 @@ class MotionKernelNet(nn.Module):
         )
         self.head = nn.Conv2d(2 * w, 2, 1)
         if config.spread:
-            # A trail is up to 35 px long: three more halvings give the length branch a receptive field of about 100 px.
+            # A trail is up to 35 px long: three more halvings widen each location's view to about 40 px, then pooled over the view.
             halvings = [layer for _ in range(3) for layer in (nn.Conv2d(2 * w, 2 * w, 3, stride=2, padding=1), nn.ReLU(inplace=True))]
             self.spread_features = nn.Sequential(*halvings)
             self.spread_head = nn.Linear(2 * w, 1 + len(LINE_PROFILES))
@@ -93,10 +95,6 @@ class MotionKernelNet(nn.Module):
         if not self.config.spread:
             return axis, None
         return axis, self.spread_head(self.spread_features(features).mean(dim=(2, 3)))
-
-    def estimate(self, x: torch.Tensor) -> torch.Tensor:
-        """Per image the unit vector ``(cos 2a, sin 2a)`` of the blur axis a."""
-        return self.read(x)[0]
 
     @torch.no_grad()
     def kernels(self, x: torch.Tensor) -> list[tuple[float, float, int]]:
