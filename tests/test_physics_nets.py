@@ -99,21 +99,26 @@ def test_kernel_net_spread_loss_is_the_log_error_over_straight_trails(monkeypatc
     assert net.training_loss(degraded[:1], degraded[:1], [one_sided]).item() > 50
 
 
+def fit(net: torch.nn.Module, degraded: torch.Tensor, clean: torch.Tensor, params: list[dict], steps: int) -> tuple[float, float]:
+    """The training loss on one batch before and after ``steps`` Adam steps on it."""
+    optimizer = torch.optim.Adam(net.parameters(), 3e-3)
+    before = net.training_loss(degraded, clean, params).item()
+    for _ in range(steps):
+        loss = net.training_loss(degraded, clean, params)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return before, loss.item()
+
+
 def test_kernel_net_learns_the_spread_of_a_batch():
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     texture = np.repeat(rng.random((64, 64, 1), dtype=np.float32), 3, axis=2)
     params = [{"variant": v, "length": n, "angle": 0.0} for v, n in (("box", 5), ("gaussian", 9), ("one_sided", 17), ("box", 31))]
     degraded = torch.cat([as_tensor(motion(texture, rng, **p)[0]) for p in params])
-    net = build_net("motionkernel", width=8, spread=True)
-    optimizer = torch.optim.Adam(net.parameters(), 3e-3)
-    before = net.training_loss(degraded, degraded, params).item()
-    for _ in range(200):
-        loss = net.training_loss(degraded, degraded, params)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    assert loss.item() < min(0.3, before / 3)
+    before, after = fit(build_net("motionkernel", width=8, spread=True), degraded, degraded, params, 200)
+    assert after < min(0.3, before / 3)
 
 
 def test_kernel_net_learns_the_axis_of_a_batch():
@@ -122,15 +127,8 @@ def test_kernel_net_learns_the_axis_of_a_batch():
     texture = np.repeat(rng.random((48, 48, 1), dtype=np.float32), 3, axis=2)
     params = [{"angle": a, "sigma": 3.0, "radius": 10} for a in (0.0, 45.0, 90.0, -45.0)]
     degraded = torch.cat([as_tensor(motion_blur(texture, rng, **p)[0]) for p in params])
-    net = build_net("motionkernel", width=8)
-    optimizer = torch.optim.Adam(net.parameters(), 3e-3)
-    before = net.training_loss(degraded, degraded, params).item()
-    for _ in range(60):
-        loss = net.training_loss(degraded, degraded, params)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    assert loss.item() < min(0.2, before / 3)
+    before, after = fit(build_net("motionkernel", width=8), degraded, degraded, params, 60)
+    assert after < min(0.2, before / 3)
 
 
 def test_guided_filter_matches_the_numpy_one_away_from_the_border(astronaut):
@@ -191,12 +189,5 @@ def test_curve_net_learns_to_undo_a_darkening():
     torch.manual_seed(0)
     clean = torch.rand(4, 3, 32, 32)
     darkened = clean * torch.tensor([0.3, 0.5, 0.4, 0.6]).view(4, 1, 1, 1)
-    net = build_net("curvenet", width=8, size=32)
-    optimizer = torch.optim.Adam(net.parameters(), 3e-3)
-    before = net.training_loss(darkened, clean, []).item()
-    for _ in range(80):
-        loss = net.training_loss(darkened, clean, [])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    assert loss.item() < before / 3
+    before, after = fit(build_net("curvenet", width=8, size=32), darkened, clean, [], 80)
+    assert after < before / 3
