@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from tiragent.eval.degradations import DegradeFn, Params, estimate_depth
-from tiragent.eval.kernels import disk_kernel, line_kernel, line_taps, motion_kernel, one_sided_taps
+from tiragent.eval.kernels import disk_kernel, line_kernel, line_taps, one_sided_taps
 from tiragent.images import to_uint8
 from tiragent.tasks import TASK_OF_DEGRADATION
 
@@ -103,10 +103,9 @@ def motion(image: np.ndarray, rng: np.random.Generator, variant: str | None = No
     angle = float(angle if angle is not None else rng.uniform(-180, 180))
     if variant == "shake":
         kernel = shake_kernel(rng, length)
-    elif variant == "one_sided":
-        kernel = motion_kernel(max(1, length // 2), max(1.0, length / 4), angle)
     else:
-        kernel = _line_kernel(length, angle, line_taps(variant, length)[1])
+        offsets, weights = line_taps(variant, length)  # sizes as the line kernels always had: the same pixels
+        kernel = line_kernel(offsets, weights, angle, size=2 * len(offsets) + 1 if variant == "one_sided" else 2 * length + 3)
     return _filter(image, kernel), {"variant": variant, "length": length, "angle": round(angle, 3)}
 
 
