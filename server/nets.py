@@ -45,15 +45,19 @@ class ResBlock(nn.Module):
         return x + self.conv2(F.relu(self.conv1(x), inplace=True))
 
 
+def _self_ensemble_field() -> Any:
+    return field(
+        default=False,
+        metadata={"help": "At inference, average the outputs for the eight flips and rotations of the input (eight times the compute; never in training)."},
+    )
+
+
 @dataclass(frozen=True)
 class ResUNetConfig:
     width: int = field(default=32, metadata={"help": "Channels at the first level; each level below doubles them."})
     blocks: tuple[int, ...] = field(default=(1, 1, 2), metadata={"help": "Residual blocks per level, top to bottom."})
     unshuffle: int = field(default=2, metadata={"help": "Pixel-unshuffle factor applied to the input before the first convolution."})
-    self_ensemble: bool = field(
-        default=False,
-        metadata={"help": "At inference, average the outputs for the eight flips and rotations of the input (eight times the compute; never in training)."},
-    )
+    self_ensemble: bool = _self_ensemble_field()
 
     scale = 1
     tile_size = 512
@@ -101,10 +105,7 @@ class SRNetConfig:
     scale: int = field(default=4, metadata={"help": "Upscaling factor (2 or 4)."})
     width: int = field(default=48, metadata={"help": "Channels of the residual blocks."})
     blocks: int = field(default=8, metadata={"help": "Residual blocks at low resolution."})
-    self_ensemble: bool = field(
-        default=False,
-        metadata={"help": "At inference, average the outputs for the eight flips and rotations of the input (eight times the compute; never in training)."},
-    )
+    self_ensemble: bool = _self_ensemble_field()
 
     multiple_of = 1
     tile_size = 512
