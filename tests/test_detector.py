@@ -178,6 +178,20 @@ def test_camera_and_small_samples_are_labelled_as_what_they_carry(tmp_path) -> N
     assert plain["crops"].shape == (5, 96, 96, 3)
 
 
+def test_dim_camera_scenes_are_dark_but_never_labelled_dark(tmp_path) -> None:
+    from tiragent.train.detector import training_image
+
+    write_image(textured(0, 200, 240), tmp_path / "p.png")
+    path = str(tmp_path / "p.png")
+    dim = [training_image(path, np.random.default_rng(seed), 0.7, camera_share=1.0, dim_share=1.0) for seed in range(30)]
+    bright = [training_image(path, np.random.default_rng(seed), 0.7, camera_share=1.0) for seed in range(30)]
+    assert np.median([im.mean() for im, *_ in dim]) < 0.6 * np.median([im.mean() for im, *_ in bright])
+    assert all(names == ["noise"] for _, names, _ in dim)  # high gain's camera noise, and darkness that is the scene's
+    assert all(r["params"]["variant"] == "camera" and 2 <= r["params"]["sigma"] <= 16 for _, _, records in dim for r in records)
+    # without dim scenes the mixture is as it was: camera photos may still be darkened
+    assert any("dark" in names for seed in range(200) for names in [training_image(path, np.random.default_rng(seed), 0.7, camera_share=1.0)[1]])
+
+
 def test_a_rendered_cache_is_reused_only_under_its_own_recipe(tmp_path, monkeypatch) -> None:
     from tiragent.train import detector as module
 

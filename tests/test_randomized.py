@@ -85,6 +85,10 @@ def test_camera_native_photos_are_smooth_seeded_and_of_camera_sizes(photo):
         sizes.add(out.shape[:2])
         ratios.append(detail(out) / detail(photo))
     assert len(sizes) > 1 and max(ratios) < 0.7  # smoother at pixel scale than the photo it came from
+    dim, params = camera_native(photo, np.random.default_rng(0), dim=True)
+    same, _ = camera_native(photo, np.random.default_rng(0))
+    assert 0.15 <= params["exposure"] <= 0.7 and dim.shape == same.shape  # the same draws: only the exposure differs
+    assert dim.mean() < 0.75 * same.mean()
     compressed, used = camera_file(photo, np.random.default_rng(0))
     assert 88 <= used["quality"] <= 98 and psnr(compressed, photo) > 33  # high quality: not a degradation to restore
 

@@ -43,7 +43,8 @@ COUNT_SHARES = (0.15, 0.45, 0.28, 0.12)
 SMALL_SIDES = (144, 320)
 """Sides of the small crops (``small_share``): a small photo is not a low-resolution one."""
 CAMERA_SHARES = (0.35, 0.45, 0.20)
-"""Camera-native samples: shares left clean, given mild camera noise only (sigma 2-16), and drawn as the others are."""
+"""Camera-native samples: shares left clean, given mild camera noise only (sigma 2-16), and drawn as the others are
+(with dim scenes in the mixture, never ``dark``: a camera-native photo's brightness is then its scene's, ``dim_share``)."""
 
 
 @dataclass
@@ -60,6 +61,13 @@ class DetectorTrainConfig:
         default=0.25,
         metadata={"help": "Share of samples that first become camera-native photos (eval.randomized.camera_native): clean, mildly noisy, or degraded further; 0: none."},
     )
+    dim_share: float = field(
+        default=0.0,
+        metadata={
+            "help": "Share of the camera-native samples that are dim scenes (eval.randomized.camera_native's dim: exposure 0.15-0.7) with camera "
+            "noise and nothing else, labelled noise, not low light: a dark photo at the camera's own resolution and noise is left dark."
+        },
+    )
     small_share: float = field(default=0.15, metadata={"help": "Share of the other samples cropped to 144-320 px first, so that a small photo is not read as low-resolution."})
     steps: int = field(default=3000, metadata={"help": "Optimiser steps."})
     batch: int = field(default=64, metadata={"help": "Samples per step."})
@@ -72,22 +80,24 @@ class DetectorTrainConfig:
     resume: bool = field(default=False, metadata={"help": "Continue from OUT/last.pt."})
 
 
-def draw_degradations(rng: np.random.Generator) -> list[str]:
+def draw_degradations(rng: np.random.Generator, exclude: tuple[str, ...] = ()) -> list[str]:
     count = int(rng.choice(len(COUNT_SHARES), p=COUNT_SHARES))
-    chosen = [str(d) for d in rng.choice(PHYSICAL_ORDER, size=count, replace=False)]
+    kinds = [d for d in PHYSICAL_ORDER if d not in exclude]
+    chosen = [str(d) for d in rng.choice(kinds, size=count, replace=False)]
     if rng.random() < 0.5:
         return sorted(chosen, key=PHYSICAL_ORDER.index)
     return chosen
 
 
 def training_image(
-    path: str, rng: np.random.Generator, randomized_share: float, camera_share: float = 0.0, small_share: float = 0.0
+    path: str, rng: np.random.Generator, randomized_share: float, camera_share: float = 0.0, small_share: float = 0.0, dim_share: float = 0.0
 ) -> tuple[np.ndarray, list[str], list[dict[str, Any]]]:
     """One photo of the detector's training mixture, degraded: ``(image, degradations present, degrade's records)``."""
     image = read_image(path)
     camera = rng.random() < camera_share
+    dim = camera and dim_share > 0 and rng.random() < dim_share
     if camera:
-        image, _ = camera_native(image, rng)
+        image, _ = camera_native(image, rng, dim=dim)
     elif rng.random() < 0.3:
         factor = float(rng.uniform(1.0, 1.6))
         h, w = image.shape[:2]
@@ -97,8 +107,9 @@ def training_image(
     if rng.random() < 0.5:
         image = image[:, ::-1]
     image = np.ascontiguousarray(np.rot90(image, int(rng.integers(4))) if rng.random() < 0.25 else image)
-    kind = int(rng.choice(len(CAMERA_SHARES), p=CAMERA_SHARES)) if camera else 2
-    names = [] if kind == 0 else ["noise"] if kind == 1 else draw_degradations(rng)
+    # a dim scene is recorded at high gain: it carries camera noise, and nothing else is drawn on it
+    kind = 1 if dim else int(rng.choice(len(CAMERA_SHARES), p=CAMERA_SHARES)) if camera else 2
+    names = [] if kind == 0 else ["noise"] if kind == 1 else draw_degradations(rng, exclude=("dark",) if camera and dim_share > 0 else ())
     model = "randomized" if kind == 1 or rng.random() < randomized_share else "protocol"
     params = {"noise": camera_noise(rng)} if kind == 1 else None
     records: list[dict[str, Any]] = []
@@ -110,13 +121,13 @@ def training_image(
 
 
 def render_sample(
-    path: str, seed: int, randomized_share: float, view: int, crops: int | None, camera_share: float = 0.0, small_share: float = 0.0
+    path: str, seed: int, randomized_share: float, view: int, crops: int | None, camera_share: float = 0.0, small_share: float = 0.0, dim_share: float = 0.0
 ) -> dict[str, np.ndarray]:
     """One sample of one photo: ``crops`` random crops (None: the five fixed views of inference)."""
     from tiragent.server.perception import features
 
     rng = np.random.default_rng(seed)
-    image, names, records = training_image(path, rng, randomized_share, camera_share, small_share)
+    image, names, records = training_image(path, rng, randomized_share, camera_share, small_share, dim_share)
     severity = np.zeros(len(SEVERITIES), np.float32)
     mask = np.zeros(len(SEVERITIES), np.float32)
     for record in records:
@@ -139,7 +150,7 @@ def render_sample(
 def render(paths: list[Path], count: int, seed: int, config: DetectorTrainConfig, crops: int | None, desc: str) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     jobs = [
-        (str(paths[int(rng.integers(len(paths)))]), int(rng.integers(2**31)), config.randomized_share, config.view, crops, config.camera_share, config.small_share)
+        (str(paths[int(rng.integers(len(paths)))]), int(rng.integers(2**31)), config.randomized_share, config.view, crops, config.camera_share, config.small_share, config.dim_share)
         for _ in range(count)
     ]
     samples = []
@@ -154,7 +165,7 @@ def card_recipe(config: DetectorTrainConfig) -> dict[str, Any]:
     return recipe_of(config, skip=("resume", "out", "weights"))
 
 
-RENDER_FIELDS = ("randomized_share", "camera_share", "small_share", "view", "train_views", "seed", "data")
+RENDER_FIELDS = ("randomized_share", "camera_share", "small_share", "dim_share", "view", "train_views", "seed", "data")
 """The recipe fields a rendered cache depends on: a cache made under others is rendered again."""
 
 
