@@ -87,6 +87,17 @@ def test_a_protocol_share_mixes_the_protocols_pairs_into_the_randomized_models(a
     assert 4 < sum("variant" in p for p in mixed) < 28
 
 
+def test_an_identity_share_pairs_sharp_camera_photos_with_themselves(astronaut):
+    recipe = RECIPES["defocus_deblur.unet"]
+    crops = [astronaut, np.ascontiguousarray(astronaut[::-1])]
+    plain = PairSampler(crops, recipe, 64, seed=3, degradations="randomized")
+    assert torch.equal(plain.batch(4, 6)[0], PairSampler(crops, recipe, 64, seed=3, degradations="randomized", identity_share=0.0).batch(4, 6)[0])
+    degraded, clean, params = PairSampler(crops, recipe, 64, seed=3, degradations="randomized", identity_share=0.5).batch(2, 16)
+    same = [bool(torch.equal(d, c)) for d, c in zip(degraded, clean)]
+    assert same == [p.get("identity", False) for p in params] and 2 <= sum(same) <= 14  # identity pairs only, and some of both
+    assert degraded.shape == (16, 3, 64, 64)
+
+
 def test_whole_frames_are_views_of_the_image_degraded_as_photos(astronaut):
     recipe = RECIPES["dehaze.hazenet"]
     degraded, clean, params = PairSampler([astronaut], recipe, 48, seed=0).batch(0, 4)
@@ -149,6 +160,10 @@ def test_bad_options_are_named(images, tmp_path, tiny_recipes):
         train_tool(config(images, tmp_path, protocol_share=0.5), progress=False)
     with pytest.raises(ParameterError, match="0 to 1"):
         train_tool(config(images, tmp_path, degradations="randomized", protocol_share=1.5), progress=False)
+    with pytest.raises(ParameterError, match="identity_share needs a network trained on the image alone"):
+        train_tool(config(images, tmp_path, task="motion_deblur", recipe="kernel_wiener", identity_share=0.2), progress=False)
+    with pytest.raises(ParameterError, match="0 to below 1"):
+        train_tool(config(images, tmp_path, identity_share=1.0), progress=False)
 
 
 def test_cli_trains(images, tmp_path, tiny_recipes, capsys):

@@ -192,6 +192,14 @@ class ToolTrainConfig:
         default=0.0,
         metadata={"help": "With --degradations randomized: share of the pairs made by the protocol's own degradation instead, so that a fine-tune keeps what the network knew."},
     )
+    identity_share: float = field(
+        default=0.0,
+        metadata={
+            "help": "Share of the pairs whose input is a sharp, clean camera-native photo (eval.randomized.camera_native) and whose target is "
+            "that same input, so that the network leaves alone what its degradation is absent from (a deblurrer on a sharp real photo). "
+            "Networks trained through their degradation's parameters (kernel_wiener, curve) cannot take it."
+        },
+    )
     init: Path | None = field(default=None, metadata={"help": "Start from the weights of this safetensors file (same architecture and options): fine-tuning."})
     out: Path = field(default=Path("runs/tools"), metadata={"help": "Run folder: checkpoints go to OUT/TASK.RECIPE/."})
     weights: Path | None = field(default=None, metadata={"help": "Where to write the final safetensors (default: the run folder)."})

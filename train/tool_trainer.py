@@ -26,8 +26,9 @@ from tqdm.auto import tqdm
 
 from tiragent.errors import ParameterError
 from tiragent.eval.degradations import DEGRADATIONS, Params, degradation_fn
+from tiragent.eval.randomized import camera_native
 from tiragent.images import list_images, read_image
-from tiragent.server.nets import build_net, count_parameters, load_net, net_arch, save_net
+from tiragent.server.nets import ARCHITECTURES, build_net, count_parameters, load_net, net_arch, save_net
 from tiragent.train.tool_recipes import Recipe, ToolTrainConfig, get_recipe, with_config
 
 
@@ -42,10 +43,18 @@ class PairSampler:
     MARGIN = 16  # degraded with context around the crop, so blur and haze see real neighbours
 
     def __init__(
-        self, images: list[np.ndarray], recipe: Recipe, patch: int, seed: int, degradations: str = "protocol", protocol_share: float = 0.0
+        self,
+        images: list[np.ndarray],
+        recipe: Recipe,
+        patch: int,
+        seed: int,
+        degradations: str = "protocol",
+        protocol_share: float = 0.0,
+        identity_share: float = 0.0,
     ) -> None:
-        """``protocol_share``: with another degradation model, the share of pairs the protocol's own degradation makes."""
-        self.images, self.recipe, self.seed = images, recipe, seed
+        """``protocol_share``: with another degradation model, the share of pairs the protocol's own degradation makes.
+        ``identity_share``: the share of pairs that are a clean camera-native crop and itself (``identity``)."""
+        self.images, self.recipe, self.seed, self.identity_share = images, recipe, seed, identity_share
         self.fn = degradation_fn(recipe.degradation, degradations)
         # the protocol's own samplers know the protocol's parameters; the randomized model draws its own (fixed ones stay)
         self.params = recipe.params if degradations == "protocol" else (lambda rng: dict(recipe.fixed))
@@ -62,6 +71,8 @@ class PairSampler:
     def pair(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, Params]:
         """A degraded crop, its clean crop, and the degradation's parameters."""
         image = self.images[int(rng.integers(len(self.images)))]
+        if self.identity_share and rng.random() < self.identity_share:  # no draw at share 0: earlier runs' batches stay
+            return self.identity(image, rng)
         if self.recipe.whole_frames:
             return self.frame(image, rng)
         m, p, s = self.MARGIN, self.patch, self.recipe.scale
@@ -75,6 +86,16 @@ class PairSampler:
         crop = image[y : y + p + 2 * m, x : x + p + 2 * m]
         crop, degraded, params = self._degrade(np.ascontiguousarray(crop[:, ::-1] if flip else crop), rng)
         return degraded[m // s : (m + p) // s, m // s : (m + p) // s], crop[m : m + p, m : m + p], params
+
+    def identity(self, image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, Params]:
+        """A crop of the photo as a camera's own pixels show it (smooth at pixel scale, not degraded), paired with itself."""
+        photo, params = camera_native(image, rng)
+        p = self.patch
+        if min(photo.shape[:2]) < p:
+            photo = cv2.resize(photo, (max(p, photo.shape[1]), max(p, photo.shape[0])), interpolation=cv2.INTER_CUBIC)
+        y, x = int(rng.integers(0, photo.shape[0] - p + 1)), int(rng.integers(0, photo.shape[1] - p + 1))
+        crop = np.ascontiguousarray(photo[y : y + p, x : x + p])
+        return crop, crop.copy(), {"identity": True, **params}
 
     def frame(self, image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, Params]:
         """A whole-frame pair: a view of 60-100% of the shorter side (aspect 0.8-1.25), resized and degraded as a photo of its own."""
@@ -228,6 +249,8 @@ def provenance(config: ToolTrainConfig) -> str:
     if config.degradations == "randomized":
         said = " Trained on the randomized degradation model (each step draws its implementation as well as its strength)"
         said += f", {config.protocol_share:.0%} of its pairs from the benchmark protocol's own degradation." if config.protocol_share else "."
+    if config.identity_share:
+        said += f" {config.identity_share:.0%} of its pairs are sharp camera-native photos paired with themselves, to leave undegraded photos alone."
     if config.init is not None:
         said += f" Fine-tuned from {Path(config.init).name}."
     return said
@@ -262,12 +285,20 @@ def train_tool(config: ToolTrainConfig, progress: bool = True, stop_at: int | No
         raise ParameterError(f"--protocol_share is a share, 0 to 1; got {config.protocol_share}")
     if config.protocol_share and config.degradations == "protocol":
         raise ParameterError("--protocol_share mixes the protocol's pairs into another model's: give --degradations randomized")
+    if not 0.0 <= config.identity_share < 1.0:
+        raise ParameterError(f"--identity_share is a share, 0 to below 1; got {config.identity_share}")
+    if config.identity_share and (recipe.scale != 1 or hasattr(ARCHITECTURES[recipe.arch].build, "training_loss")):
+        raise ParameterError(
+            f"--identity_share needs a network trained on the image alone, at scale 1; {recipe.key} is trained through its degradation's parameters or changes the size"
+        )
     images = load_folder(Path(config.data))
     if len(images) <= config.val_images:
         raise ParameterError(f"{config.data} has {len(images)} images; need more than the {config.val_images} held out for validation")
     train_images, val_images = images[config.val_images :], images[: config.val_images]
     val_images = [img[:256, :256] for img in val_images]
-    sampler = PairSampler(train_images, recipe, config.patch_size or recipe.patch_size, config.seed, config.degradations, config.protocol_share)
+    sampler = PairSampler(
+        train_images, recipe, config.patch_size or recipe.patch_size, config.seed, config.degradations, config.protocol_share, config.identity_share
+    )
 
     torch.manual_seed(config.seed)
     net = build_net(recipe.arch, **recipe.config)
