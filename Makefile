@@ -78,14 +78,14 @@ weights-randomized: install
 	sh train/retrain_randomized.sh
 
 # The shipped learned degradation detector (server/weights/detector_net.safetensors), from the recipe in its card:
-# 8,000 renders of the 511 training photos, 2,500 steps; about 40 minutes on a 2-core CPU. Resumable (--resume).
-# The shipped weights were rendered with eval/randomized.py as of commit 4133b5f, before its rain and haze families
-# were broadened; today's model gives, by this same recipe, runs/detector-v4 (docs/benchmarks/detector_v4.md: exact
-# set within 0.02 of the shipped on the protocol, albumentations and PolyU sets, 0.08 against 0.15 on Levin09).
+# 8,000 renders of the 511 training photos, 2,500 steps, half the camera-native photos dim scenes (--dim_share 0.5:
+# exposure 0.15-0.7 with camera noise, labelled noise, not low light); about 30 minutes on a 2-core CPU. Resumable
+# (--resume). The detector before it (runs/detector-v2, no dim scenes, eval/randomized.py as of commit 4133b5f) and
+# the variants tried are compared in docs/benchmarks/detector_dim.md.
 detector: install
 	$(BIN)/tir-agent train detector --data ../shared/data/clean/CBSD432 ../shared/data/clean/CSun_Hays80_half \
-		--out runs/detector-v2 --samples 8000 --val_samples 800 --steps 2500 --batch 64 --resume
-	cp runs/detector-v2/detector_net.safetensors server/weights/detector_net.safetensors
+		--out runs/detector-dim2 --samples 8000 --val_samples 800 --steps 2500 --batch 64 --dim_share 0.5 --resume
+	cp runs/detector-dim2/detector_net.safetensors server/weights/detector_net.safetensors
 
 # The shipped policy (agent/weights/policy/) from its recipe (train/policy_recipe.sh; the card in agent/weights/policy/card.md
 # records data size, steps, learning rates, minutes and machine). About two hours on a 2-core CPU; resumable (rerun it).

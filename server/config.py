@@ -30,7 +30,7 @@ class ServerConfig:
     tools_config: Path | None = field(default=None, metadata={"help": "TOML file of user checkpoints to serve as extra tools (see server/checkpoints.py)."})
     detector: Literal["auto", "learned", "logistic"] = field(
         default="logistic",
-        metadata={"help": "detect_degradations' detector when a client names none: 'logistic' (image statistics), 'learned' (CNN with severities, trained with camera-native photos: better on real photos, worse on blur and on images under 320 px; docs/benchmarks/detector_camera.md), 'auto' (learned where its weights ship)."},
+        metadata={"help": "detect_degradations' detector when a client names none: 'logistic' (image statistics), 'learned' (CNN with severities, trained with camera-native photos and dim scenes: better on real photos and on degradations this project did not make, worse on CBSD68, on which 'logistic' was fitted; docs/benchmarks/detector_dim.md), 'auto' (learned where its weights ship)."},
     )
     detector_weights: Path | None = field(default=None, metadata={"help": "Weights of the learned detector (tir-agent train detector); default: the shipped ones."})
 
