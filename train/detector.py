@@ -3,7 +3,9 @@
 1. Render: each sample is a training photo (sometimes shrunk, flipped), clean or degraded by
    one to three degradations in a physical or shuffled order, by the randomized model or the
    protocol; stored are a few crops at its own resolution, its 13 global statistics, which
-   degradations it carries and their severities. Rendering runs in worker processes and is
+   degradations it carries and their severities. Some photos first become camera-native
+   (``--camera_share``), and some of those dim scenes (``--dim_share``): dark, with camera noise,
+   and labelled noise only, since their darkness is the scene's. Rendering runs in worker processes and is
    cached in ``OUT`` (``train.npz``, ``val.npz``), so a resumed run does not render again.
 2. Train: presence by binary cross-entropy, severity by squared error where present.
 3. Calibrate: one temperature per degradation, fitted on samples from photos held out of
