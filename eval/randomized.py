@@ -339,7 +339,16 @@ def dark(image: np.ndarray, rng: np.random.Generator, variant: str | None = None
 
 
 
-def camera_native(image: np.ndarray, rng: np.random.Generator, dim: bool = False) -> tuple[np.ndarray, Params]:
+def anisotropy(gray: np.ndarray) -> float:
+    """How much the gradients of a grey image share one orientation: 0 none, 1 every edge parallel (the coherence of
+    the structure tensor summed over the frame). A motion trail makes it high; so does a close-up of parallel edges."""
+    gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0)
+    gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1)
+    jxx, jyy, jxy = float((gx * gx).mean()), float((gy * gy).mean()), float((gx * gy).mean())
+    return math.sqrt((jxx - jyy) ** 2 + 4 * jxy**2) / (jxx + jyy + 1e-8)
+
+
+def camera_native(image: np.ndarray, rng: np.random.Generator, dim: bool = False, windows: int = 1) -> tuple[np.ndarray, Params]:
     """A clean photo as a camera's own pixels show it, which is not a degradation to restore.
 
     A camera's sensor samples finer than its optics resolve, so an unscaled crop of a real photo is smooth at
@@ -350,7 +359,16 @@ def camera_native(image: np.ndarray, rng: np.random.Generator, dim: bool = False
     ``dim``: a dim scene as the camera recorded it, exposure 0.15-0.7 (log-uniform): its darkness is the scene's, as
     in PolyU's indoor photos at ISO 3200-6400 (mean brightness 0.07-0.2, their references as dark), not a low-light
     degradation to undo. The same number of draws either way.
+
+    ``windows``: draw that many photos so and keep the one whose gradients are the most oriented (``anisotropy``):
+    close-ups of cables, edges and stripes, whose structure runs one way as a motion trail does (PolyU's photos:
+    anisotropy 0.42 +- 0.25, against 0.27 +- 0.17 for single windows of the training photos; the most oriented of 4
+    windows: 0.42 +- 0.19). At 1, the draws are as they were.
     """
+    if windows > 1:
+        drawn = [camera_native(image, rng, dim) for _ in range(windows)]
+        best, params = max(drawn, key=lambda d: anisotropy(cv2.cvtColor(d[0], cv2.COLOR_RGB2GRAY)))
+        return best, {**params, "windows": windows}
     factor = float(np.exp(rng.uniform(math.log(1.5), math.log(4.0))))
     interpolation = str(rng.choice(["cubic", "lanczos", "linear"]))
     flag = {"cubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4, "linear": cv2.INTER_LINEAR}[interpolation]

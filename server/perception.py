@@ -27,6 +27,7 @@ import numpy as np
 from skimage.restoration import estimate_sigma
 
 from tiragent.errors import ParameterError
+from tiragent.eval.randomized import anisotropy
 from tiragent.server.tools.derain import StreakParams, detect_streaks
 from tiragent.tasks import TASK_OF_DEGRADATION
 
@@ -74,10 +75,6 @@ def features(image: np.ndarray) -> np.ndarray:
     gray = cv2.cvtColor(view, cv2.COLOR_RGB2GRAY)
     lap = cv2.Laplacian(gray, cv2.CV_32F)
     blurred = cv2.GaussianBlur(gray, (0, 0), 2.0)
-    gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0)
-    gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1)
-    jxx, jyy, jxy = float((gx * gx).mean()), float((gy * gy).mean()), float((gx * gy).mean())
-    root = math.sqrt((jxx - jyy) ** 2 + 4 * jxy**2)
     local = cv2.blur(np.abs(lap), (8, 8))
     flat = np.abs(lap)[local <= np.quantile(local, 0.1)]
     hsv = cv2.cvtColor(view, cv2.COLOR_RGB2HSV)
@@ -89,7 +86,7 @@ def features(image: np.ndarray) -> np.ndarray:
         float(flat.mean()) * 255.0 if flat.size else 0.0,
         math.log(float(lap.var()) + 1e-8),
         float(((gray - blurred) ** 2).mean() / (gray.var() + 1e-6)),
-        root / (jxx + jyy + 1e-8),
+        anisotropy(gray),
         _blockiness(gray),
         float(gray.mean()),
         float(np.quantile(gray, 0.95)),

@@ -192,6 +192,26 @@ def test_dim_camera_scenes_are_dark_but_never_labelled_dark(tmp_path) -> None:
     assert any("dark" in names for seed in range(200) for names in [training_image(path, np.random.default_rng(seed), 0.7, camera_share=1.0)[1]])
 
 
+def test_oriented_camera_photos_are_close_ups_of_parallel_edges_labelled_as_before(tmp_path) -> None:
+    import cv2
+
+    from tiragent.eval.randomized import anisotropy
+    from tiragent.train.detector import training_image
+
+    write_image(textured(0, 200, 240), tmp_path / "p.png")
+    path = str(tmp_path / "p.png")
+
+    def score(image):
+        return anisotropy(cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY))
+
+    oriented = [training_image(path, np.random.default_rng(seed), 0.7, camera_share=1.0, oriented_share=1.0) for seed in range(24)]
+    single = [training_image(path, np.random.default_rng(seed), 0.7, camera_share=1.0) for seed in range(24)]
+    clean = [im for im, names, _ in oriented if not names] + [im for im, names, _ in single if not names]
+    assert clean  # some camera photos stay clean, oriented or not
+    assert np.mean([score(im) for im, names, _ in oriented if not names]) > np.mean([score(im) for im, names, _ in single if not names])
+    assert all(set(names) <= set(DEGRADATIONS) for _, names, _ in oriented)
+
+
 def test_a_rendered_cache_is_reused_only_under_its_own_recipe(tmp_path, monkeypatch) -> None:
     from tiragent.train import detector as module
 

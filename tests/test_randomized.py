@@ -70,7 +70,7 @@ def test_the_protocol_stays_as_it_was(photo):
 def test_camera_native_photos_are_smooth_seeded_and_of_camera_sizes(photo):
     import cv2
 
-    from tiragent.eval.randomized import camera_file, camera_native
+    from tiragent.eval.randomized import anisotropy, camera_file, camera_native
 
     def detail(image):
         return float(cv2.Laplacian(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), cv2.CV_32F).std())
@@ -89,6 +89,12 @@ def test_camera_native_photos_are_smooth_seeded_and_of_camera_sizes(photo):
     same, _ = camera_native(photo, np.random.default_rng(0))
     assert 0.15 <= params["exposure"] <= 0.7 and dim.shape == same.shape  # the same draws: only the exposure differs
     assert dim.mean() < 0.75 * same.mean()
+    # the most oriented of several windows: the same draws as that many single windows, the most anisotropic kept
+    rng = np.random.default_rng(5)
+    singles = [camera_native(photo, rng)[0] for _ in range(4)]
+    kept, params = camera_native(photo, np.random.default_rng(5), windows=4)
+    scores = [anisotropy(cv2.cvtColor(s, cv2.COLOR_RGB2GRAY)) for s in singles]
+    assert params["windows"] == 4 and np.array_equal(kept, singles[int(np.argmax(scores))])
     compressed, used = camera_file(photo, np.random.default_rng(0))
     assert 88 <= used["quality"] <= 98 and psnr(compressed, photo) > 33  # high quality: not a degradation to restore
 
@@ -104,3 +110,17 @@ def test_non_homogeneous_haze_varies_across_the_frame_and_a_rain_veil_lifts_the_
     thin, _ = degrade(black, ["rain"], seed=4, params={"rain": {"variant": "thin"}}, model="randomized")
     veil = record[0]["params"]["veil"]
     assert 0.6 <= veil <= 0.9 and veiled.min() >= (1 - veil) * 0.7 - 1e-6 and thin.min() == 0.0
+
+
+def test_anisotropy_reads_how_much_the_edges_share_one_orientation() -> None:
+    import cv2
+
+    from tiragent.eval.randomized import anisotropy
+
+    rng = np.random.default_rng(0)
+    texture = cv2.GaussianBlur(rng.random((128, 128)).astype(np.float32), (0, 0), 1.0)
+    stripes = np.tile((np.sin(np.arange(128) / 3.0) * 0.5 + 0.5).astype(np.float32), (128, 1))
+    trail = cv2.filter2D(texture, -1, np.full((1, 15), 1 / 15, np.float32))  # a horizontal motion trail
+    assert anisotropy(stripes) > 0.95 and anisotropy(texture) < 0.15
+    assert anisotropy(trail) > anisotropy(texture) + 0.3
+    assert anisotropy(np.zeros((32, 32), np.float32)) == 0.0  # flat: no orientation, not NaN

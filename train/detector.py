@@ -5,7 +5,8 @@
    protocol; stored are a few crops at its own resolution, its 13 global statistics, which
    degradations it carries and their severities. Some photos first become camera-native
    (``--camera_share``), and some of those dim scenes (``--dim_share``): dark, with camera noise,
-   and labelled noise only, since their darkness is the scene's. Rendering runs in worker processes and is
+   and labelled noise only, since their darkness is the scene's, and some close-ups of parallel edges (``--oriented_share``),
+   which are not motion blur. Rendering runs in worker processes and is
    cached in ``OUT`` (``train.npz``, ``val.npz``), so a resumed run does not render again.
 2. Train: presence by binary cross-entropy, severity by squared error where present.
 3. Calibrate: one temperature per degradation, fitted on samples from photos held out of
@@ -70,6 +71,13 @@ class DetectorTrainConfig:
             "noise and nothing else, labelled noise, not low light: a dark photo at the camera's own resolution and noise is left dark."
         },
     )
+    oriented_share: float = field(
+        default=0.0,
+        metadata={
+            "help": "Share of the camera-native samples whose window is the most oriented of 4 draws (eval.randomized.camera_native's windows): "
+            "close-ups of parallel edges, which are not motion blur (PolyU's real photos are such close-ups)."
+        },
+    )
     small_share: float = field(default=0.15, metadata={"help": "Share of the other samples cropped to 144-320 px first, so that a small photo is not read as low-resolution."})
     steps: int = field(default=3000, metadata={"help": "Optimiser steps."})
     batch: int = field(default=64, metadata={"help": "Samples per step."})
@@ -92,14 +100,21 @@ def draw_degradations(rng: np.random.Generator, exclude: tuple[str, ...] = ()) -
 
 
 def training_image(
-    path: str, rng: np.random.Generator, randomized_share: float, camera_share: float = 0.0, small_share: float = 0.0, dim_share: float = 0.0
+    path: str,
+    rng: np.random.Generator,
+    randomized_share: float,
+    camera_share: float = 0.0,
+    small_share: float = 0.0,
+    dim_share: float = 0.0,
+    oriented_share: float = 0.0,
 ) -> tuple[np.ndarray, list[str], list[dict[str, Any]]]:
     """One photo of the detector's training mixture, degraded: ``(image, degradations present, degrade's records)``."""
     image = read_image(path)
     camera = rng.random() < camera_share
     dim = camera and dim_share > 0 and rng.random() < dim_share
+    oriented = camera and oriented_share > 0 and rng.random() < oriented_share
     if camera:
-        image, _ = camera_native(image, rng, dim=dim)
+        image, _ = camera_native(image, rng, dim=dim, windows=4 if oriented else 1)
     elif rng.random() < 0.3:
         factor = float(rng.uniform(1.0, 1.6))
         h, w = image.shape[:2]
@@ -123,13 +138,21 @@ def training_image(
 
 
 def render_sample(
-    path: str, seed: int, randomized_share: float, view: int, crops: int | None, camera_share: float = 0.0, small_share: float = 0.0, dim_share: float = 0.0
+    path: str,
+    seed: int,
+    randomized_share: float,
+    view: int,
+    crops: int | None,
+    camera_share: float = 0.0,
+    small_share: float = 0.0,
+    dim_share: float = 0.0,
+    oriented_share: float = 0.0,
 ) -> dict[str, np.ndarray]:
     """One sample of one photo: ``crops`` random crops (None: the five fixed views of inference)."""
     from tiragent.server.perception import features
 
     rng = np.random.default_rng(seed)
-    image, names, records = training_image(path, rng, randomized_share, camera_share, small_share, dim_share)
+    image, names, records = training_image(path, rng, randomized_share, camera_share, small_share, dim_share, oriented_share)
     severity = np.zeros(len(SEVERITIES), np.float32)
     mask = np.zeros(len(SEVERITIES), np.float32)
     for record in records:
@@ -152,7 +175,7 @@ def render_sample(
 def render(paths: list[Path], count: int, seed: int, config: DetectorTrainConfig, crops: int | None, desc: str) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     jobs = [
-        (str(paths[int(rng.integers(len(paths)))]), int(rng.integers(2**31)), config.randomized_share, config.view, crops, config.camera_share, config.small_share, config.dim_share)
+        (str(paths[int(rng.integers(len(paths)))]), int(rng.integers(2**31)), config.randomized_share, config.view, crops, config.camera_share, config.small_share, config.dim_share, config.oriented_share)
         for _ in range(count)
     ]
     samples = []
@@ -167,7 +190,7 @@ def card_recipe(config: DetectorTrainConfig) -> dict[str, Any]:
     return recipe_of(config, skip=("resume", "out", "weights"))
 
 
-RENDER_FIELDS = ("randomized_share", "camera_share", "small_share", "dim_share", "view", "train_views", "seed", "data")
+RENDER_FIELDS = ("randomized_share", "camera_share", "small_share", "dim_share", "oriented_share", "view", "train_views", "seed", "data")
 """The recipe fields a rendered cache depends on: a cache made under others is rendered again."""
 
 
