@@ -29,8 +29,13 @@ class ServerConfig:
     progress_after_s: float = field(default=1.0, metadata={"help": "Send progress notifications for calls running longer than this."})
     tools_config: Path | None = field(default=None, metadata={"help": "TOML file of user checkpoints to serve as extra tools (see server/checkpoints.py)."})
     detector: Literal["auto", "learned", "logistic"] = field(
-        default="logistic",
-        metadata={"help": "detect_degradations' detector when a client names none: 'logistic' (image statistics), 'learned' (CNN with severities, trained with camera-native photos and dim scenes: better on real photos and on degradations this project did not make, worse on CBSD68, on which 'logistic' was fitted; docs/benchmarks/detector_dim.md), 'auto' (learned where its weights ship)."},
+        default="auto",
+        metadata={
+            "help": "detect_degradations' detector when a client names none: 'auto' (the learned one where its weights load, else logistic), "
+            "'learned' (CNN with severities, trained with camera-native photos, dim scenes and oriented close-ups: better on real photos and on "
+            "degradations this project did not make, worse on CBSD68, on which 'logistic' was fitted; docs/benchmarks/detector_oriented.md), "
+            "'logistic' (image statistics)."
+        },
     )
     detector_weights: Path | None = field(default=None, metadata={"help": "Weights of the learned detector (tir-agent train detector); default: the shipped ones."})
 

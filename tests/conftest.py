@@ -100,9 +100,12 @@ def checkpoint(tmp_path_factory):
 
 @pytest.fixture
 async def session(tmp_path):
-    """An agent-side tool session on an in-memory server."""
+    """An agent-side tool session on an in-memory server.
+
+    Its detector is the logistic one: these tests check how policies follow a detection on the small images they make,
+    not what the shipped learned detector (the server's default, tested in test_detector.py) reads in them."""
     from tiragent.agent.session import ToolSession
     from tiragent.server.app import ServerConfig, build_server
 
-    async with Client(build_server(ServerConfig(roots=[tmp_path], preview_size=0))) as client:
+    async with Client(build_server(ServerConfig(roots=[tmp_path], preview_size=0, detector="logistic"))) as client:
         yield ToolSession(client)
