@@ -360,7 +360,7 @@ def camera_native(image: np.ndarray, rng: np.random.Generator, dim: bool = False
     in PolyU's indoor photos at ISO 3200-6400 (mean brightness 0.07-0.2, their references as dark), not a low-light
     degradation to undo. The same number of draws either way.
 
-    ``windows``: draw that many photos so and keep the one whose gradients are the most oriented (``anisotropy``):
+    ``windows``: draw that many such photos and keep the one whose gradients are the most oriented (``anisotropy``):
     close-ups of cables, edges and stripes, whose structure runs one way as a motion trail does (PolyU's photos:
     anisotropy 0.42 +- 0.25, against 0.27 +- 0.17 for single windows of the training photos; the most oriented of 4
     windows: 0.42 +- 0.19). At 1, the draws are as they were.

@@ -134,6 +134,21 @@ async def test_detect_degradations_serves_the_learned_detector(trained, tmp_path
 
 
 @pytest.mark.anyio
+async def test_a_default_server_answers_with_the_shipped_learned_detector(tmp_path) -> None:
+    from tiragent.server.perception import learned_weights
+
+    assert learned_weights().is_file()  # shipped inside the package
+    noisy, _ = degrade(textured(5), ["noise"], seed=1)
+    async with Client(build_server(ServerConfig(roots=[tmp_path], preview_size=0))) as client:
+        loaded = await client.call_tool("load_image", {"data": base64.b64encode(encode_image(noisy)).decode()})
+        image_id = loaded.structured_content["image_id"]
+        default = (await client.call_tool("detect_degradations", {"image_id": image_id})).structured_content
+        logistic = (await client.call_tool("detect_degradations", {"image_id": image_id, "detector": "logistic"})).structured_content
+    assert default["detector"] == "learned" and set(default["severity"]) == {d for d in SEVERITIES if default["degradations"][d] > 0.5}
+    assert logistic["detector"] == "logistic" and logistic["severity"] == {}
+
+
+@pytest.mark.anyio
 async def test_a_client_chooses_the_detector_and_a_policy_keeps_its_own(trained, tmp_path) -> None:
     from tiragent.agent.conversation import ViewConfig, perceived
     from tiragent.agent.session import ToolSession
