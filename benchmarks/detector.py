@@ -11,6 +11,10 @@ Four sets, built here from seeds (nothing is read from a benchmark folder):
 - ``polyu``: real camera noise, PolyU's 50 noisy photos (noise present) and their clean means (nothing);
 - ``small``: clean crops of 144-320 px of the unseen images (nothing: a small photo is not a low-resolution one).
 
+Real photos without references, where only one degradation is known to be present (the rest is unknown, so no exact
+set): LIME's underexposed photos (low light) and FBCNN's real JPEG photos (JPEG); per detector, the share read as
+carrying it and its mean probability.
+
 Per detector: exact-set accuracy, accuracy per degradation (threshold 0.5), expected calibration
 error over all eight probabilities, a reliability diagram, and severity errors where the truth is known.
 
@@ -80,6 +84,23 @@ def build_sets(clean: Path, mcmaster: Path, polyu: Path, kernels: Path) -> dict[
     return sets
 
 
+REAL_UNLABELLED = {"lime": ("LIME_lowlight_noGT", "dark"), "real_jpeg": ("real_jpeg_noGT", "jpeg")}
+"""Real photos without references: the folder under ``--real`` and the one degradation each is known to carry."""
+
+
+def real_recall(real: Path, chosen: dict[str, tuple[str, Path | None]]) -> list[str]:
+    """Markdown rows: per set of real photos, each detector's share reading its known degradation, and mean probability."""
+    rows = []
+    for name, (folder, degradation) in REAL_UNLABELLED.items():
+        paths = list_images(real / folder) if (real / folder).is_dir() else []
+        if not paths:
+            continue
+        found = {label: [analyse(read_image(p), d, w).probabilities[degradation] for p in paths] for label, (d, w) in chosen.items()}
+        cells = " | ".join(f"{np.mean(np.array(v) > 0.5):.2f} ({np.mean(v):.2f})" for v in found.values())
+        rows.append(f"| {name} | {degradation} | {len(paths)} | {cells} |")
+    return rows
+
+
 def score(rows: list[dict], detector: str) -> dict:
     probs = np.array([[r[detector]["p"][n] for n in NAMES] for r in rows])
     truth = np.array([[n in r["present"] for n in NAMES] for r in rows], np.float64)
@@ -135,6 +156,7 @@ def main() -> None:
     parser.add_argument("--mcmaster", type=Path, default=SHARED_DATA / "clean" / "McMaster")
     parser.add_argument("--polyu", type=Path, default=SHARED_DATA / "real" / "PolyU_noise")
     parser.add_argument("--kernels", type=Path, default=SHARED_DATA / "blur_kernels")
+    parser.add_argument("--real", type=Path, default=SHARED_DATA / "real", help="folder holding LIME_lowlight_noGT and real_jpeg_noGT")
     parser.add_argument("--name", default="detector", help="report name under docs/benchmarks")
     args = parser.parse_args()
     chosen = dict(resolve(d, args.weights) for d in args.detectors)
@@ -163,6 +185,14 @@ def main() -> None:
                 fa = "-" if r["false_alarm"][n] is None else f"{r['false_alarm'][n]:.2f}"
                 cells.append(f"{r['accuracy'][n]:.3f} ({recall} / {fa})")
             lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    real_rows = real_recall(args.real, chosen)
+    if real_rows:
+        lines += [
+            "\n### Real photos without references: share read as carrying their known degradation (mean probability)\n",
+            "| set | degradation | images | " + " | ".join(args.detectors) + " |",
+            "|---|---|---:|" + "---|" * len(args.detectors),
+            *real_rows,
+        ]
     lines += ["\n### Severity (learned detectors; mean absolute error, mean true value, samples)\n", "| detector | set | degradation | unit | MAE | mean truth | n |", "|---|---|---|---|---:|---:|---:|"]
     for label, (detector, _) in chosen.items():
         if detector == "learned":
