@@ -78,15 +78,15 @@ weights-randomized: install
 	sh train/retrain_randomized.sh
 
 # The shipped learned degradation detector (server/weights/detector_net.safetensors), from the recipe in its card:
-# 8,000 renders of the 511 training photos, 2,500 steps, half the camera-native photos dim scenes (--dim_share 0.5:
+# 8,000 renders of the 511 training photos, 2,500 steps, a quarter of the camera-native photos dim scenes (--dim_share 0.25:
 # exposure 0.15-0.7 with camera noise, labelled noise, not low light) and half of them close-ups of parallel edges
 # (--oriented_share 0.5: the most oriented of 4 windows, not motion blur); about 30 minutes on a 2-core CPU.
-# Resumable (--resume). The detectors before it (runs/detector-dim2: no oriented close-ups; runs/detector-v2: no dim
+# Resumable (--resume). The detectors before it (runs/detector-or: half dim scenes; runs/detector-dim2: no oriented close-ups; runs/detector-v2: no dim
 # scenes either) and the variants tried are compared in docs/benchmarks/detector_oriented.md and detector_dim.md.
 detector: install
 	$(BIN)/tir-agent train detector --data ../shared/data/clean/CBSD432 ../shared/data/clean/CSun_Hays80_half \
-		--out runs/detector-or --samples 8000 --val_samples 800 --steps 2500 --batch 64 --dim_share 0.5 --oriented_share 0.5 --resume
-	cp runs/detector-or/detector_net.safetensors server/weights/detector_net.safetensors
+		--out runs/detector-or3 --samples 8000 --val_samples 800 --steps 2500 --batch 64 --dim_share 0.25 --oriented_share 0.5 --resume
+	cp runs/detector-or3/detector_net.safetensors server/weights/detector_net.safetensors
 
 # The shipped policy (agent/weights/policy/) from its recipe (train/policy_recipe.sh; the card in agent/weights/policy/card.md
 # records data size, steps, learning rates, minutes and machine). About two hours on a 2-core CPU; resumable (rerun it).
