@@ -4,7 +4,8 @@ The (task, model) pair is the action space shared by assistants, the agent and R
 training. A task tool's arguments are ``image_id``, ``model`` and the union of its
 models' parameters, each optional: omitted parameters take the chosen model's default,
 and a parameter that the chosen model does not have is an error that says which
-models have it.
+models have it. A ``scale`` the default model cannot give (super-resolution's default is the x4
+network) picks the task's preferred model that gives it instead (the x2 network for ``scale=2``).
 """
 
 from __future__ import annotations
@@ -36,9 +37,11 @@ DEFAULT_MODELS: dict[Task, tuple[str, ...]] = {
     # Each task's default model, then the fallbacks when a model is missing (a damaged weights file):
     # the best models that are not high-cost, by docs/benchmarks/tools_mcmaster.md (McMaster) and
     # docs/benchmarks/toolbox.md (CBSD68). On the dev benchmark the fixed policy gained with `hazenet`
-    # (20.99 dB against 20.61 with `cap`). Super-resolution keeps the classical tool that takes both
-    # scales; `srnet_x4` and `srnet_x2` are better at their own scale. Past the list: the first
-    # model that is not high-cost. Low light: the global tone curve beats the UNet on McMaster by 0.89 dB
+    # (20.99 dB against 20.61 with `cap`). Super-resolution: the x4 network (the benchmarks' and the
+    # protocol's factor), 1.46 dB over back-projection on the protocol's x4 and 1.86 on albumentations'
+    # (docs/benchmarks/tools_*_sr_ensemble.md); a `scale` of 2 picks `srnet_x2` (`scale_default`), and
+    # the classical tools, which take either scale, follow. Past the list: the first model that is not
+    # high-cost. Low light: the global tone curve beats the UNet on McMaster by 0.89 dB
     # (protocol) and 3.46 dB (albumentations), at a ninth of its time (docs/benchmarks/tools_*_curve.md).
     Task.DENOISE: ("unet", "nlm"),
     Task.MOTION_DEBLUR: ("kernel_wiener", "unet", "wiener"),
@@ -46,7 +49,7 @@ DEFAULT_MODELS: dict[Task, tuple[str, ...]] = {
     Task.DERAIN: ("unet", "opening"),
     Task.DEHAZE: ("hazenet", "unet", "dcp"),
     Task.DEJPEG: ("unet", "bilateral"),
-    Task.SR: ("backprojection", "lanczos"),
+    Task.SR: ("srnet_x4", "srnet_x2", "backprojection", "lanczos"),
     Task.LOWLIGHT: ("curve", "unet", "retinex"),
 }
 
@@ -59,6 +62,21 @@ def default_model(task: Task, specs: list[ToolSpec]) -> str:
     preferred = [n for n in DEFAULT_MODELS.get(task, ()) if n in names]
     affordable = [s.name for s in specs if s.cost != Cost.HIGH]
     return (preferred or affordable or names)[0]
+
+
+def gives_scale(spec: ToolSpec, scale: Any) -> bool:
+    """Whether ``spec`` can produce the output ``scale`` asked: it takes a ``scale`` argument, or its fixed scale is it."""
+    if "scale" in spec.params.model_fields:
+        return True
+    return spec.descriptor is not None and spec.descriptor.scale == scale
+
+
+def scale_default(task: Task, specs: list[ToolSpec], scale: Any) -> str | None:
+    """The task's preferred model that gives ``scale`` (None where none does): the default when ``scale`` is asked."""
+    order = [n for n in DEFAULT_MODELS.get(task, ()) if any(s.name == n for s in specs)]
+    order += [s.name for s in specs if s.name not in order and s.cost != Cost.HIGH]
+    by_name = {s.name: s for s in specs}
+    return next((n for n in order if gives_scale(by_name[n], scale)), None)
 
 
 def model_facts(spec: ToolSpec, default: str) -> dict[str, Any]:
@@ -98,6 +116,14 @@ def _merged_fields(specs: list[ToolSpec]) -> dict[str, tuple[Any, str]]:
     return merged
 
 
+def _scale_note(task: Task, specs: list[ToolSpec], default: str) -> str:
+    """How the default changes with ``scale``, where it does: ``" (scale 2: srnet_x2)"``."""
+    by_name = {s.name: s for s in specs}
+    scales = sorted({s.descriptor.scale for s in specs if s.descriptor is not None and s.descriptor.scale > 1})
+    other = [(k, scale_default(task, specs, k)) for k in scales if not gives_scale(by_name[default], k)]
+    return "".join(f" (scale {k}: {name})" for k, name in other if name)
+
+
 def task_tool_description(task: Task, specs: list[ToolSpec]) -> str:
     lines = [TASK_SUMMARIES[task], "", "Models:"]
     lines += [f"- {s.name} ({s.cost.value} cost): {s.description}" for s in specs]
@@ -121,8 +147,12 @@ def build_task_tool(
         ctx = kwargs.pop("ctx")
         image_id = kwargs.pop("image_id")
         model = kwargs.pop("model")
-        spec = by_name[model]
         given = {k: v for k, v in kwargs.items() if v is not None}
+        if model == default and "scale" in given and not gives_scale(by_name[model], given["scale"]):
+            model = scale_default(task, specs, given["scale"]) or model  # the default of that scale (none: the error below)
+        spec = by_name[model]
+        if "scale" in given and "scale" not in spec.params.model_fields and gives_scale(spec, given["scale"]):
+            del given["scale"]  # a fixed-scale model asked for its own scale
         foreign = sorted(set(given) - set(spec.params.model_fields))
         if foreign:
             hints = "; ".join(
@@ -141,7 +171,7 @@ def build_task_tool(
             "model",
             inspect.Parameter.KEYWORD_ONLY,
             default=default,
-            annotation=Annotated[Literal[names], Field(description=f"Which model (tool) to run; see the list above. Default: {default}.")],  # type: ignore[valid-type]
+            annotation=Annotated[Literal[names], Field(description=f"Which model (tool) to run; see the list above. Default: {default}{_scale_note(task, specs, default)}.")],  # type: ignore[valid-type]
         ),
     ]
     parameters += [

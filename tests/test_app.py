@@ -62,6 +62,25 @@ async def test_tool_surface_is_one_tool_per_task_with_a_model_enum(server):
     assert tools["denoise"].input_schema["properties"]["model"]["default"] == "unet"
 
 
+async def test_super_resolution_defaults_to_the_network_of_the_scale_asked(server, roots):
+    async with Client(server) as client:
+        tool = next(t for t in (await client.list_tools()).tools if t.name == "sr")
+        model = tool.input_schema["properties"]["model"]
+        assert model["default"] == "srnet_x4" and "(scale 2: srnet_x2)" in model["description"]
+        image = await load(client, "noisy.png")  # 128 x 128
+
+        async def run(arguments):
+            result = await client.call_tool("sr", {"image_id": image, **arguments})
+            assert not result.is_error, result.content
+            return result.structured_content["model"], result.structured_content["width"]
+
+        assert await run({}) == ("srnet_x4", 512)
+        assert await run({"scale": 2}) == ("srnet_x2", 256)  # no model named: the default of that scale
+        assert await run({"model": "srnet_x2", "scale": 2}) == ("srnet_x2", 256)  # a fixed-scale model asked for its own scale
+        assert await run({"model": "lanczos", "scale": 2}) == ("lanczos", 256)
+        assert "takes no parameter 'scale'" in await error_text(client, "sr", {"image_id": image, "model": "srnet_x2", "scale": 4})
+
+
 async def test_restore_by_handle_with_preview_and_structured_content(server, roots, astronaut):
     async with Client(server) as client:
         noisy = await load(client, "noisy.png")
@@ -154,7 +173,7 @@ async def test_pixel_limit_applies_to_inputs_and_outputs(roots):
     async with Client(server) as client:
         assert "over the limit" in await error_text(client, "load_image", {"data": big})
         image = await load(client, "noisy.png")
-        assert "sr.backprojection output: 512x512" in await error_text(client, "sr", {"image_id": image, "scale": 4})
+        assert "sr.srnet_x4 output: 512x512" in await error_text(client, "sr", {"image_id": image, "scale": 4})
 
 
 async def test_progress_is_reported_for_slow_calls(roots, astronaut):
