@@ -14,7 +14,7 @@ from skimage import data
 from tiragent.cli import main
 from tiragent.errors import ParameterError, TirAgentError
 from tiragent.images import write_image
-from tiragent.server.nets import descriptor, read_info
+from tiragent.server.nets import descriptor, load_net, read_info, self_ensemble
 from tiragent.tasks import Task
 from tiragent.train.tool_recipes import RECIPES, ToolTrainConfig, get_recipe
 from tiragent.train.tool_trainer import PairSampler, train_tool
@@ -285,6 +285,13 @@ def test_ship_copies_weights_under_the_servers_name_and_names_bad_files(images, 
     assert main(["tools", "ship", str(bad), "--into", str(into)]) == 2
     assert "bad.safetensors" in capsys.readouterr().err
     assert shipped.read_bytes() == weights.read_bytes()  # nothing lost
+    assert main(["tools", "ship", str(weights), "--into", str(into), "--self_ensemble"]) == 0
+    net = load_net(shipped)
+    assert net.config.self_ensemble and not load_net(weights).config.self_ensemble
+    assert read_info(shipped).card == read_info(weights).card
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():  # the shipped copy is the mean of the plain network over the eight flips and rotations
+        assert torch.allclose(net(x), self_ensemble(load_net(weights), x), atol=1e-3)
 
 
 def test_a_minutes_run_stopped_before_it_measured_its_speed_resumes_to_its_full_length(images, tmp_path, tiny_recipes):

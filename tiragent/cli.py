@@ -115,7 +115,7 @@ def cmd_tools_ship(args: argparse.Namespace) -> int:
     from tiragent.train.ship_tool import ship_tool
 
     for weights in args.weights:
-        print(ship_tool(weights, args.into).summary())
+        print(ship_tool(weights, args.into, self_ensemble=args.self_ensemble).summary())
     return 0
 
 
@@ -381,6 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = tools.add_parser("ship", help="copy trained weights into the package as the shipped tools their cards name")
     p.add_argument("weights", type=Path, nargs="+", help="safetensors files written by `tools train`")
     p.add_argument("--into", type=Path, default=None, help="weights folder (default: the package's server/weights)")
+    p.add_argument("--self_ensemble", "--self-ensemble", action="store_true",
+                   help="run the shipped network as a geometric self-ensemble (the mean over the eight flips and rotations; eight times the compute)")
     p.set_defaults(func=cmd_tools_ship)
     p = tools.add_parser("recipes", help="list the learned tools that `tools train` can train")
     p.set_defaults(func=cmd_tools_recipes)

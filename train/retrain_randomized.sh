@@ -60,3 +60,12 @@ mkdir -p "$D/weights"
 DT="$T --out $D --task derain --recipe unet --init $D/init_derain_unet.safetensors --lr 1.5e-4 $S --weights $D/weights/derain_unet.safetensors"
 [ -f "$D/derain_unet_2000.safetensors" ] || { [ -d "$D/derain.unet" ] && r="--resume" || r=""; $DT --steps 2000 $r && cp "$D/weights/derain_unet.safetensors" "$D/derain_unet_2000.safetensors"; }
 grep -q '"steps": 5000' "$D/derain.unet/card.json" 2>/dev/null || $DT --steps 5000 --resume
+# The defocus UNet, longer (2026-12-07, night): from the defocus weights as shipped before (git show 7f6b700), half the
+# protocol's pairs, learning rate 1.5e-4, 5,000 steps; shipped with its geometric self-ensemble set
+# (`tir-agent tools ship runs/tools-defocus5/weights/defocus_deblur_unet.safetensors --self_ensemble`).
+F=runs/tools-defocus5
+mkdir -p "$F/weights"
+[ -f "$F/init_defocus_deblur_unet.safetensors" ] || git show 7f6b700:server/weights/defocus_deblur_unet.safetensors > "$F/init_defocus_deblur_unet.safetensors"
+[ -d "$F/defocus_deblur.unet" ] && r="--resume" || r=""
+[ -f "$F/weights/defocus_deblur_unet.safetensors" ] || $T --out "$F" --task defocus_deblur --recipe unet --init "$F/init_defocus_deblur_unet.safetensors" \
+  --steps 5000 --lr 1.5e-4 $S --weights "$F/weights/defocus_deblur_unet.safetensors" $r

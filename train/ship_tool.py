@@ -2,10 +2,13 @@
 
 A weights file written by ``tir-agent tools train`` carries its card (what it restores, how it was trained, its
 evaluation); shipping keeps that card as it is, so what the server describes is what the trainer wrote.
+``self_ensemble=True`` (``tools ship --self_ensemble``) sets the network's inference-only geometric self-ensemble in
+the shipped copy's config (the mean over the eight flips and rotations; ``server.nets.self_ensemble``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -33,8 +36,24 @@ class Shipped:
         return line
 
 
-def ship_tool(weights: Path, into: Path | None = None) -> Shipped:
-    """Copy one trained weights file into ``into`` (default: the package's weights) as the shipped tool its card names."""
+def _copy_with_self_ensemble(source: Path, target: Path) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(source), "pt") as f:
+        metadata = dict(f.metadata() or {})
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (a safetensors handle is not a dict)
+    config = json.loads(metadata.get("config", "{}"))
+    if "self_ensemble" not in config:
+        raise ParameterError(f"cannot ship {source} with --self_ensemble: its architecture ({metadata.get('arch')}) has no self-ensemble")
+    config["self_ensemble"] = True
+    metadata["config"] = json.dumps(config)
+    save_file(tensors, str(target), metadata=metadata)
+
+
+def ship_tool(weights: Path, into: Path | None = None, self_ensemble: bool = False) -> Shipped:
+    """Copy one trained weights file into ``into`` (default: the package's weights) as the shipped tool its card names;
+    ``self_ensemble``: with the network's geometric self-ensemble set for inference."""
     try:
         card = read_info(weights).card
         load_net(weights)
@@ -55,6 +74,9 @@ def ship_tool(weights: Path, into: Path | None = None) -> Shipped:
             before = None
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".partial")
-    shutil.copyfile(weights, partial)
+    if self_ensemble:
+        _copy_with_self_ensemble(weights, partial)
+    else:
+        shutil.copyfile(weights, partial)
     os.replace(partial, target)
     return Shipped(tool, target, before, card.get("evaluation"))
