@@ -58,8 +58,11 @@ async def test_a_burst_past_the_limit_gets_busy_errors_at_once_and_the_rest_succ
     busy = [o for o in outcomes if o[0]]
     done = [o for o in outcomes if not o[0]]
     assert len(outcomes) == 12 and len(done) >= 4 and len(busy) >= 1
+    fastest = min(seconds for _, seconds, _ in done)  # an admitted call: the tool's 0.5 s plus the machine's overhead
     for _, seconds, info in busy:
-        assert "server busy" in info["text"] and "retry in about" in info["text"] and seconds < 0.4  # at once, not after a wait
+        # at once, not after a wait: sooner than any admitted call by at least half the tool's time (relative, so that
+        # the HTTP overhead of twelve clients on a loaded 2-core machine counts on both sides)
+        assert "server busy" in info["text"] and "retry in about" in info["text"] and seconds < fastest - 0.25
         assert info["meta"][RETRY_AFTER_META] > 0  # the hint as data
     stats = status["pool"]["tools"]["lowlight.slow_bp_test"]
     assert stats["busy"] == len(busy) and stats["calls"] == len(done) and stats["errors"] == 0
