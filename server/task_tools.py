@@ -54,14 +54,19 @@ DEFAULT_MODELS: dict[Task, tuple[str, ...]] = {
 }
 
 
+def preference(task: Task, specs: list[ToolSpec]) -> list[str]:
+    """The registered models that may be the task's default, best first: ``DEFAULT_MODELS``' order, then the others
+    that are not high-cost."""
+    names = [s.name for s in specs]
+    preferred = [n for n in DEFAULT_MODELS.get(task, ()) if n in names]
+    return preferred + [s.name for s in specs if s.name not in preferred and s.cost != Cost.HIGH]
+
+
 def default_model(task: Task, specs: list[ToolSpec]) -> str:
     """The task's default among the models that are registered now."""
-    names = [s.name for s in specs]
-    if not names:
+    if not specs:
         raise ToolNotFoundError(f"task {task.value!r} has no model registered")
-    preferred = [n for n in DEFAULT_MODELS.get(task, ()) if n in names]
-    affordable = [s.name for s in specs if s.cost != Cost.HIGH]
-    return (preferred or affordable or names)[0]
+    return (preference(task, specs) or [specs[0].name])[0]
 
 
 def gives_scale(spec: ToolSpec, scale: Any) -> bool:
@@ -73,10 +78,8 @@ def gives_scale(spec: ToolSpec, scale: Any) -> bool:
 
 def scale_default(task: Task, specs: list[ToolSpec], scale: Any) -> str | None:
     """The task's preferred model that gives ``scale`` (None where none does): the default when ``scale`` is asked."""
-    order = [n for n in DEFAULT_MODELS.get(task, ()) if any(s.name == n for s in specs)]
-    order += [s.name for s in specs if s.name not in order and s.cost != Cost.HIGH]
     by_name = {s.name: s for s in specs}
-    return next((n for n in order if gives_scale(by_name[n], scale)), None)
+    return next((n for n in preference(task, specs) if gives_scale(by_name[n], scale)), None)
 
 
 def model_facts(spec: ToolSpec, default: str) -> dict[str, Any]:

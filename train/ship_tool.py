@@ -8,14 +8,13 @@ the shipped copy's config (the mean over the eight flips and rotations; ``server
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tiragent.errors import ParameterError
-from tiragent.server.nets import WeightsError, load_net, read_info
+from tiragent.server.nets import WeightsError, load_net, read_info, save_net
 from tiragent.server.tools.learned import SHIPPED, WEIGHTS_DIR
 
 
@@ -36,29 +35,16 @@ class Shipped:
         return line
 
 
-def _copy_with_self_ensemble(source: Path, target: Path) -> None:
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
-    with safe_open(str(source), "pt") as f:
-        metadata = dict(f.metadata() or {})
-        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (a safetensors handle is not a dict)
-    config = json.loads(metadata.get("config", "{}"))
-    if "self_ensemble" not in config:
-        raise ParameterError(f"cannot ship {source} with --self_ensemble: its architecture ({metadata.get('arch')}) has no self-ensemble")
-    config["self_ensemble"] = True
-    metadata["config"] = json.dumps(config)
-    save_file(tensors, str(target), metadata=metadata)
-
-
 def ship_tool(weights: Path, into: Path | None = None, self_ensemble: bool = False) -> Shipped:
     """Copy one trained weights file into ``into`` (default: the package's weights) as the shipped tool its card names;
     ``self_ensemble``: with the network's geometric self-ensemble set for inference."""
     try:
         card = read_info(weights).card
-        load_net(weights)
+        net = load_net(weights)
     except WeightsError as err:
         raise ParameterError(f"cannot ship {weights}: {err}") from None
+    if self_ensemble and not hasattr(net.config, "self_ensemble"):
+        raise ParameterError(f"cannot ship {weights} with --self_ensemble: its architecture ({type(net).__name__}) has no self-ensemble")
     tool = card.get("tool")
     if not tool:
         raise ParameterError(f"cannot ship {weights}: its card names no tool (not written by `tir-agent tools train`?)")
@@ -74,8 +60,9 @@ def ship_tool(weights: Path, into: Path | None = None, self_ensemble: bool = Fal
             before = None
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".partial")
-    if self_ensemble:
-        _copy_with_self_ensemble(weights, partial)
+    if self_ensemble:  # the same tensors and card, written by the one writer of weights files, its config flag set
+        net.config = replace(net.config, self_ensemble=True)
+        save_net(net, partial, card)
     else:
         shutil.copyfile(weights, partial)
     os.replace(partial, target)
