@@ -12,14 +12,14 @@ for f in ../shared/data/clean/CBSD432/* ../shared/data/clean/CSun_Hays80_half/*;
 done
 T=".venv/bin/tir-agent tools train --data runs/train-photos --eval_data ../shared/data/clean/McMaster --degradations randomized"
 W=server/weights
-run() {  # out-folder task recipe weights-file budget [options]; budget: minutes, or steps:N; starts from OUT/init_FILE where there is one
+run() {  # out-folder task recipe weights-file budget [options [lr]]; budget: minutes, or steps:N; starts from OUT/init_FILE where there is one
   out=$1; shift
   mkdir -p "$out/weights"
   [ -f "$out/weights/$3" ] && return
   if [ -d "$out/$1.$2" ]; then resume="--resume"; else resume=""; fi
   init="$W/$3"; [ -f "$out/init_$3" ] && init="$out/init_$3"
   case $4 in steps:*) budget="--steps ${4#steps:}" ;; *) budget="--minutes $4" ;; esac
-  $T --out "$out" --task "$1" --recipe "$2" --init "$init" $budget --lr 3e-4 --weights "$out/weights/$3" $5 $resume
+  $T --out "$out" --task "$1" --recipe "$2" --init "$init" $budget --lr "${6:-3e-4}" --weights "$out/weights/$3" $5 $resume
 }
 R=runs/tools-randomized
 run $R motion_deblur unet motion_deblur_unet.safetensors 20
@@ -51,21 +51,20 @@ K=runs/tools-kernel2
 [ -d "$K/motion_deblur.kernel_wiener" ] && resume="--resume" || resume=""
 [ -f "$K/weights/motion_deblur_kernel_wiener.safetensors" ] || $T --out "$K" --task motion_deblur --recipe kernel_wiener --steps 3000 --lr 1e-3 \
   --protocol_share 0.3 --weights "$K/weights/motion_deblur_kernel_wiener.safetensors" $resume
-# The deraining UNet, longer (2026-12-07, night): from the rain4 weights as shipped (git show d97a10f), half the protocol's pairs, learning rate
-# 1.5e-4, 2,000 steps, then resumed to 5,000 (the second call; the first 2,000 left it 0.02 dB short of +1 dB over
-# inpainting on albumentations' rain, and it was extended once after that reading: docs/learned_tools.md).
+# The deraining UNet, longer (2026-12-07, night): from the rain4 weights as shipped (git show d97a10f), half the
+# protocol's pairs, learning rate 1.5e-4, 2,000 steps, then resumed to 5,000 (the second call; the first 2,000 left it
+# 0.02 dB short of +1 dB over inpainting on albumentations' rain, and it was extended once after that reading:
+# docs/learned_tools.md).
 D=runs/tools-rain5
-mkdir -p "$D/weights"
+mkdir -p "$D"
 [ -f "$D/init_derain_unet.safetensors" ] || git show d97a10f:server/weights/derain_unet.safetensors > "$D/init_derain_unet.safetensors"
-DT="$T --out $D --task derain --recipe unet --init $D/init_derain_unet.safetensors --lr 1.5e-4 $S --weights $D/weights/derain_unet.safetensors"
-[ -f "$D/derain_unet_2000.safetensors" ] || { [ -d "$D/derain.unet" ] && r="--resume" || r=""; $DT --steps 2000 $r && cp "$D/weights/derain_unet.safetensors" "$D/derain_unet_2000.safetensors"; }
-grep -q '"steps": 5000' "$D/derain.unet/card.json" 2>/dev/null || $DT --steps 5000 --resume
+run $D derain unet derain_unet.safetensors steps:2000 "$S" 1.5e-4
+grep -q '"steps": 5000' "$D/derain.unet/card.json" || $T --out $D --task derain --recipe unet --init $D/init_derain_unet.safetensors \
+  --steps 5000 --lr 1.5e-4 $S --weights $D/weights/derain_unet.safetensors --resume
 # The defocus UNet, longer (2026-12-07, night): from the defocus weights as shipped before (git show 7f6b700), half the
 # protocol's pairs, learning rate 1.5e-4, 5,000 steps; shipped with its geometric self-ensemble set
 # (`tir-agent tools ship runs/tools-defocus5/weights/defocus_deblur_unet.safetensors --self_ensemble`).
 F=runs/tools-defocus5
-mkdir -p "$F/weights"
+mkdir -p "$F"
 [ -f "$F/init_defocus_deblur_unet.safetensors" ] || git show 7f6b700:server/weights/defocus_deblur_unet.safetensors > "$F/init_defocus_deblur_unet.safetensors"
-[ -d "$F/defocus_deblur.unet" ] && r="--resume" || r=""
-[ -f "$F/weights/defocus_deblur_unet.safetensors" ] || $T --out "$F" --task defocus_deblur --recipe unet --init "$F/init_defocus_deblur_unet.safetensors" \
-  --steps 5000 --lr 1.5e-4 $S --weights "$F/weights/defocus_deblur_unet.safetensors" $r
+run $F defocus_deblur unet defocus_deblur_unet.safetensors steps:5000 "$S" 1.5e-4
