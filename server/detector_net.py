@@ -74,6 +74,10 @@ class DetectorNetConfig:
     view: int = field(default=96, metadata={"help": "Side of each crop the CNN sees, at the image's own resolution."})
     stats: int = field(default=13, metadata={"help": "Global image statistics given to the head (perception.FEATURES)."})
     hidden: int = field(default=128, metadata={"help": "Width of the head's hidden layer."})
+    max_pool: bool = field(
+        default=False,
+        metadata={"help": "Also pool each layer's maximum, beside its mean and spread: sparse patterns (rain streaks) move a maximum more than a mean."},
+    )
 
 
 class DetectorNet(nn.Module):
@@ -85,7 +89,7 @@ class DetectorNet(nn.Module):
         w = config.width
         chans = [3, w // 2, w, w, 2 * w, 2 * w]
         self.convs = nn.ModuleList(nn.Conv2d(chans[i], chans[i + 1], 3, stride=1 if i == 0 else 2, padding=1) for i in range(5))
-        pooled = 2 * sum(chans[1:])
+        pooled = (3 if config.max_pool else 2) * sum(chans[1:])
         self.stats_in = nn.Linear(config.stats, 32)
         self.head = nn.Sequential(nn.Linear(pooled + 32, config.hidden), nn.ReLU(), nn.Linear(config.hidden, len(DEGRADATIONS) + len(SEVERITIES)))
         self.register_buffer("stats_mean", torch.zeros(config.stats))
@@ -98,7 +102,7 @@ class DetectorNet(nn.Module):
         pooled = []
         for conv in self.convs:
             x = F.relu(conv(x))
-            pooled += [x.mean(dim=(2, 3)), x.std(dim=(2, 3))]
+            pooled += [x.mean(dim=(2, 3)), x.std(dim=(2, 3))] + ([x.amax(dim=(2, 3))] if self.config.max_pool else [])
         embedding = torch.cat(pooled, dim=1).view(b, k, -1).mean(dim=1)
         s = F.relu(self.stats_in((stats - self.stats_mean) / self.stats_std))
         out = self.head(torch.cat([embedding, s], dim=1))

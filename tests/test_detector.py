@@ -251,3 +251,35 @@ def test_resuming_under_another_recipe_is_refused(trained) -> None:
     _, config = trained
     with pytest.raises(ParameterError, match="another recipe.*lr"):
         train_detector(replace(config, lr=config.lr * 2, resume=True))
+
+
+def test_combination_share_draws_the_protocols_combinations_in_their_order() -> None:
+    from tiragent.eval.bench import COMBINATIONS
+    from tiragent.train.detector import draw_degradations
+
+    protocol = {combo for group in "ABC" for combo in COMBINATIONS[group]}
+    drawn = [tuple(draw_degradations(np.random.default_rng(seed), combination_share=1.0)) for seed in range(200)]
+    degraded = [d for d in drawn if d]
+    assert set(degraded) <= protocol and len(set(degraded)) >= 12  # in their order: ("rain", "haze"), never ("haze", "rain")
+    assert 0.05 < 1 - len(degraded) / len(drawn) < 0.3  # the clean share is the same as without combinations
+    no_dark = [draw_degradations(np.random.default_rng(seed), ("dark",), 1.0) for seed in range(100)]
+    assert all("dark" not in d for d in no_dark) and any(no_dark)
+    # share 0 leaves the draws (and their random stream) exactly as before
+    plain = [draw_degradations(np.random.default_rng(seed)) for seed in range(50)]
+    assert any(tuple(d) not in protocol for d in plain if d)
+    assert plain == [draw_degradations(np.random.default_rng(seed), (), 0.0) for seed in range(50)]
+
+
+def test_max_pool_adds_a_statistic_per_layer_and_older_weights_build_as_before() -> None:
+    import torch
+
+    from tiragent.server.detector_net import DetectorNetConfig
+
+    torch.manual_seed(0)
+    net = DetectorNet(DetectorNetConfig(max_pool=True)).eval()
+    crops, stats = torch.zeros(1, 2, 3, 96, 96), torch.zeros(1, 13)
+    logits, severity = net(crops, stats)
+    assert logits.shape == (1, len(DEGRADATIONS)) and severity.shape == (1, len(SEVERITIES))
+    assert net.head[0].in_features == 3 * (16 + 32 + 32 + 64 + 64) + 32
+    # a weights file without the field (every detector shipped before it) builds the two-statistic net it was
+    assert DetectorNet(DetectorNetConfig()).head[0].in_features == 2 * (16 + 32 + 32 + 64 + 64) + 32

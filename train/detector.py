@@ -6,7 +6,9 @@
    degradations it carries and their severities. Some photos first become camera-native
    (``--camera_share``), and some of those dim scenes (``--dim_share``): dark, with camera noise,
    and labelled noise only, since their darkness is the scene's, and some close-ups of parallel edges (``--oriented_share``),
-   which are not motion blur. Rendering runs in worker processes and is
+   which are not motion blur. A share of the degraded samples (``--combination_share``) carries one of the
+   benchmark groups' 16 combinations, which a uniform draw makes rare (dark with noise: 1 in 44
+   samples). Rendering runs in worker processes and is
    cached in ``OUT`` (``train.npz``, ``val.npz``), so a resumed run does not render again.
 2. Train: presence by binary cross-entropy, severity by squared error where present.
 3. Calibrate: one temperature per degradation, fitted on samples from photos held out of
@@ -31,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from tiragent.eval.bench import COMBINATIONS
 from tiragent.eval.calibration import fit_temperature, presence_scores
 from tiragent.eval.degradations import degrade
 from tiragent.eval.randomized import camera_file, camera_native, camera_noise
@@ -78,6 +81,14 @@ class DetectorTrainConfig:
             "close-ups of parallel edges, which are not motion blur (PolyU's real photos are such close-ups)."
         },
     )
+    combination_share: float = field(
+        default=0.0,
+        metadata={
+            "help": "Share of the degraded samples that carry one of the 16 combinations of the task's groups A-C "
+            "(eval.bench.COMBINATIONS: the combinations the benchmarks ask for, never their images or implementations), in their order; "
+            "the rest draw any one to three degradations. Those pairs (dark then strong noise, rain then low resolution) are otherwise rare."
+        },
+    )
     small_share: float = field(default=0.15, metadata={"help": "Share of the other samples cropped to 144-320 px first, so that a small photo is not read as low-resolution."})
     steps: int = field(default=3000, metadata={"help": "Optimiser steps."})
     batch: int = field(default=64, metadata={"help": "Samples per step."})
@@ -85,13 +96,22 @@ class DetectorTrainConfig:
     severity_weight: float = field(default=2.0, metadata={"help": "Weight of the severity loss beside the presence loss."})
     width: int = field(default=32, metadata={"help": "CNN width (DetectorNetConfig.width)."})
     view: int = field(default=96, metadata={"help": "Crop side (DetectorNetConfig.view)."})
+    max_pool: bool = field(default=False, metadata={"help": "Pool each layer's maximum too (DetectorNetConfig.max_pool)."})
     workers: int = field(default=2, metadata={"help": "Processes that render samples."})
     seed: int = field(default=0, metadata={"help": "Seed of rendering, initialisation and batches."})
     resume: bool = field(default=False, metadata={"help": "Continue from OUT/last.pt."})
 
 
-def draw_degradations(rng: np.random.Generator, exclude: tuple[str, ...] = ()) -> list[str]:
+PROTOCOL_COMBINATIONS = [combo for group in "ABC" for combo in COMBINATIONS[group]]
+
+
+def draw_degradations(rng: np.random.Generator, exclude: tuple[str, ...] = (), combination_share: float = 0.0) -> list[str]:
+    """None (``COUNT_SHARES[0]`` of the samples), or one to three degradations in a physical or shuffled order; of the
+    degraded, ``combination_share`` carry one of the protocol's combinations instead, in its order."""
     count = int(rng.choice(len(COUNT_SHARES), p=COUNT_SHARES))
+    if count and combination_share > 0 and rng.random() < combination_share:
+        combos = [c for c in PROTOCOL_COMBINATIONS if not set(c) & set(exclude)]
+        return list(combos[int(rng.integers(len(combos)))])
     kinds = [d for d in PHYSICAL_ORDER if d not in exclude]
     chosen = [str(d) for d in rng.choice(kinds, size=count, replace=False)]
     if rng.random() < 0.5:
@@ -107,6 +127,7 @@ def training_image(
     small_share: float = 0.0,
     dim_share: float = 0.0,
     oriented_share: float = 0.0,
+    combination_share: float = 0.0,
 ) -> tuple[np.ndarray, list[str], list[dict[str, Any]]]:
     """One photo of the detector's training mixture, degraded: ``(image, degradations present, degrade's records)``."""
     image = read_image(path)
@@ -126,7 +147,7 @@ def training_image(
     image = np.ascontiguousarray(np.rot90(image, int(rng.integers(4))) if rng.random() < 0.25 else image)
     # a dim scene is recorded at high gain: it carries camera noise, and nothing else is drawn on it
     kind = 1 if dim else int(rng.choice(len(CAMERA_SHARES), p=CAMERA_SHARES)) if camera else 2
-    names = [] if kind == 0 else ["noise"] if kind == 1 else draw_degradations(rng, exclude=("dark",) if camera and dim_share > 0 else ())
+    names = [] if kind == 0 else ["noise"] if kind == 1 else draw_degradations(rng, ("dark",) if camera and dim_share > 0 else (), combination_share)
     model = "randomized" if kind == 1 or rng.random() < randomized_share else "protocol"
     params = {"noise": camera_noise(rng)} if kind == 1 else None
     records: list[dict[str, Any]] = []
@@ -147,12 +168,13 @@ def render_sample(
     small_share: float = 0.0,
     dim_share: float = 0.0,
     oriented_share: float = 0.0,
+    combination_share: float = 0.0,
 ) -> dict[str, np.ndarray]:
     """One sample of one photo: ``crops`` random crops (None: the five fixed views of inference)."""
     from tiragent.server.perception import features
 
     rng = np.random.default_rng(seed)
-    image, names, records = training_image(path, rng, randomized_share, camera_share, small_share, dim_share, oriented_share)
+    image, names, records = training_image(path, rng, randomized_share, camera_share, small_share, dim_share, oriented_share, combination_share)
     severity = np.zeros(len(SEVERITIES), np.float32)
     mask = np.zeros(len(SEVERITIES), np.float32)
     for record in records:
@@ -175,7 +197,8 @@ def render_sample(
 def render(paths: list[Path], count: int, seed: int, config: DetectorTrainConfig, crops: int | None, desc: str) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     jobs = [
-        (str(paths[int(rng.integers(len(paths)))]), int(rng.integers(2**31)), config.randomized_share, config.view, crops, config.camera_share, config.small_share, config.dim_share, config.oriented_share)
+        (str(paths[int(rng.integers(len(paths)))]), int(rng.integers(2**31)), config.randomized_share, config.view, crops, config.camera_share, config.small_share, config.dim_share, config.oriented_share,
+         config.combination_share)
         for _ in range(count)
     ]
     samples = []
@@ -190,7 +213,7 @@ def card_recipe(config: DetectorTrainConfig) -> dict[str, Any]:
     return recipe_of(config, skip=("resume", "out", "weights"))
 
 
-RENDER_FIELDS = ("randomized_share", "camera_share", "small_share", "dim_share", "oriented_share", "view", "train_views", "seed", "data")
+RENDER_FIELDS = ("randomized_share", "camera_share", "small_share", "dim_share", "oriented_share", "combination_share", "view", "train_views", "seed", "data")
 """The recipe fields a rendered cache depends on: a cache made under others is rendered again."""
 
 
@@ -247,7 +270,7 @@ def train_detector(config: DetectorTrainConfig) -> Path:
     train = cached_render(out / "train.npz", train_photos, config.samples, config.seed, config, config.train_views, "render train")
     val = cached_render(out / "val.npz", val_photos, config.val_samples, config.seed + 1, config, None, "render validation")
     torch.manual_seed(config.seed)
-    net = DetectorNet(DetectorNetConfig(width=config.width, view=config.view, stats=train["stats"].shape[1]))
+    net = DetectorNet(DetectorNetConfig(width=config.width, view=config.view, max_pool=config.max_pool, stats=train["stats"].shape[1]))
     net.stats_mean.copy_(torch.from_numpy(train["stats"].mean(axis=0)))
     net.stats_std.copy_(torch.from_numpy(train["stats"].std(axis=0) + 1e-6))
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
