@@ -258,16 +258,31 @@ def test_combination_share_draws_the_protocols_combinations_in_their_order() -> 
     from tiragent.train.detector import draw_degradations
 
     protocol = {combo for group in "ABC" for combo in COMBINATIONS[group]}
-    drawn = [tuple(draw_degradations(np.random.default_rng(seed), combination_share=1.0)) for seed in range(200)]
-    degraded = [d for d in drawn if d]
+    drawn = [draw_degradations(np.random.default_rng(seed), combination_share=1.0) for seed in range(200)]
+    degraded = [tuple(d) for d, combination in drawn if d and combination]
     assert set(degraded) <= protocol and len(set(degraded)) >= 12  # in their order: ("rain", "haze"), never ("haze", "rain")
-    assert 0.05 < 1 - len(degraded) / len(drawn) < 0.3  # the clean share is the same as without combinations
-    no_dark = [draw_degradations(np.random.default_rng(seed), ("dark",), 1.0) for seed in range(100)]
+    assert 0.05 < 1 - len(degraded) / len(drawn) < 0.3 and not any(c for d, c in drawn if not d)  # the clean share as before
+    no_dark = [d for seed in range(100) for d, _ in [draw_degradations(np.random.default_rng(seed), ("dark",), 1.0)]]
     assert all("dark" not in d for d in no_dark) and any(no_dark)
     # share 0 leaves the draws (and their random stream) exactly as before
     plain = [draw_degradations(np.random.default_rng(seed)) for seed in range(50)]
-    assert any(tuple(d) not in protocol for d in plain if d)
+    assert any(tuple(d) not in protocol for d, _ in plain if d) and not any(c for _, c in plain)
     assert plain == [draw_degradations(np.random.default_rng(seed), (), 0.0) for seed in range(50)]
+
+
+def test_combination_samples_can_be_rendered_by_the_protocol(tmp_path) -> None:
+    from tiragent.train.detector import DetectorTrainConfig, train_detector, training_image
+
+    write_image(textured(0, 200, 240), tmp_path / "p.png")
+    path = str(tmp_path / "p.png")
+
+    def protocol_steps(model: str) -> set[bool]:  # the randomized model names a variant in every step's parameters
+        draws = [training_image(path, np.random.default_rng(seed), 1.0, combination_share=1.0, combination_model=model) for seed in range(30)]
+        return {"variant" not in r["params"] for _, _, records in draws for r in records}
+
+    assert protocol_steps("protocol") == {True} and protocol_steps("randomized") == {False}
+    with pytest.raises(ParameterError, match="combination_model 'albumentations'"):
+        train_detector(DetectorTrainConfig(data=[tmp_path], out=tmp_path / "run", combination_model="albumentations"))
 
 
 def test_max_pool_adds_a_statistic_per_layer_and_older_weights_build_as_before() -> None:

@@ -33,9 +33,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from tiragent.errors import ParameterError
 from tiragent.eval.bench import COMBINATIONS
 from tiragent.eval.calibration import fit_temperature, presence_scores
-from tiragent.eval.degradations import degrade
+from tiragent.eval.degradations import MODELS, degrade
 from tiragent.eval.randomized import camera_file, camera_native, camera_noise
 from tiragent.images import random_crop, read_image
 from tiragent.server.detector_net import DEGRADATIONS, SEVERITIES, DetectorNet, DetectorNetConfig, severity_of, views
@@ -89,6 +90,14 @@ class DetectorTrainConfig:
             "the rest draw any one to three degradations. Those pairs (dark then strong noise, rain then low resolution) are otherwise rare."
         },
     )
+    combination_model: str = field(
+        default="",
+        metadata={
+            "help": "The degradation model that renders the combination samples: 'protocol' (the benchmarks' own implementations and "
+            "strengths, so dark with noise is always strong noise, never the mild noise of a dim scene), 'randomized', or '' (as the "
+            "other samples, by --randomized_share)."
+        },
+    )
     small_share: float = field(default=0.15, metadata={"help": "Share of the other samples cropped to 144-320 px first, so that a small photo is not read as low-resolution."})
     steps: int = field(default=3000, metadata={"help": "Optimiser steps."})
     batch: int = field(default=64, metadata={"help": "Samples per step."})
@@ -105,18 +114,18 @@ class DetectorTrainConfig:
 PROTOCOL_COMBINATIONS = [combo for group in "ABC" for combo in COMBINATIONS[group]]
 
 
-def draw_degradations(rng: np.random.Generator, exclude: tuple[str, ...] = (), combination_share: float = 0.0) -> list[str]:
+def draw_degradations(rng: np.random.Generator, exclude: tuple[str, ...] = (), combination_share: float = 0.0) -> tuple[list[str], bool]:
     """None (``COUNT_SHARES[0]`` of the samples), or one to three degradations in a physical or shuffled order; of the
-    degraded, ``combination_share`` carry one of the protocol's combinations instead, in its order."""
+    degraded, ``combination_share`` carry one of the protocol's combinations instead, in its order (then the flag is true)."""
     count = int(rng.choice(len(COUNT_SHARES), p=COUNT_SHARES))
     if count and combination_share > 0 and rng.random() < combination_share:
         combos = [c for c in PROTOCOL_COMBINATIONS if not set(c) & set(exclude)]
-        return list(combos[int(rng.integers(len(combos)))])
+        return list(combos[int(rng.integers(len(combos)))]), True
     kinds = [d for d in PHYSICAL_ORDER if d not in exclude]
     chosen = [str(d) for d in rng.choice(kinds, size=count, replace=False)]
     if rng.random() < 0.5:
-        return sorted(chosen, key=PHYSICAL_ORDER.index)
-    return chosen
+        return sorted(chosen, key=PHYSICAL_ORDER.index), False
+    return chosen, False
 
 
 def training_image(
@@ -128,6 +137,7 @@ def training_image(
     dim_share: float = 0.0,
     oriented_share: float = 0.0,
     combination_share: float = 0.0,
+    combination_model: str = "",
 ) -> tuple[np.ndarray, list[str], list[dict[str, Any]]]:
     """One photo of the detector's training mixture, degraded: ``(image, degradations present, degrade's records)``."""
     image = read_image(path)
@@ -147,8 +157,10 @@ def training_image(
     image = np.ascontiguousarray(np.rot90(image, int(rng.integers(4))) if rng.random() < 0.25 else image)
     # a dim scene is recorded at high gain: it carries camera noise, and nothing else is drawn on it
     kind = 1 if dim else int(rng.choice(len(CAMERA_SHARES), p=CAMERA_SHARES)) if camera else 2
-    names = [] if kind == 0 else ["noise"] if kind == 1 else draw_degradations(rng, ("dark",) if camera and dim_share > 0 else (), combination_share)
+    names, combination = ([], False) if kind == 0 else (["noise"], False) if kind == 1 else draw_degradations(rng, ("dark",) if camera and dim_share > 0 else (), combination_share)
     model = "randomized" if kind == 1 or rng.random() < randomized_share else "protocol"
+    if combination and combination_model:
+        model = combination_model
     params = {"noise": camera_noise(rng)} if kind == 1 else None
     records: list[dict[str, Any]] = []
     if names:
@@ -169,12 +181,15 @@ def render_sample(
     dim_share: float = 0.0,
     oriented_share: float = 0.0,
     combination_share: float = 0.0,
+    combination_model: str = "",
 ) -> dict[str, np.ndarray]:
     """One sample of one photo: ``crops`` random crops (None: the five fixed views of inference)."""
     from tiragent.server.perception import features
 
     rng = np.random.default_rng(seed)
-    image, names, records = training_image(path, rng, randomized_share, camera_share, small_share, dim_share, oriented_share, combination_share)
+    image, names, records = training_image(
+        path, rng, randomized_share, camera_share, small_share, dim_share, oriented_share, combination_share, combination_model
+    )
     severity = np.zeros(len(SEVERITIES), np.float32)
     mask = np.zeros(len(SEVERITIES), np.float32)
     for record in records:
@@ -198,7 +213,7 @@ def render(paths: list[Path], count: int, seed: int, config: DetectorTrainConfig
     rng = np.random.default_rng(seed)
     jobs = [
         (str(paths[int(rng.integers(len(paths)))]), int(rng.integers(2**31)), config.randomized_share, config.view, crops, config.camera_share, config.small_share, config.dim_share, config.oriented_share,
-         config.combination_share)
+         config.combination_share, config.combination_model)
         for _ in range(count)
     ]
     samples = []
@@ -213,7 +228,7 @@ def card_recipe(config: DetectorTrainConfig) -> dict[str, Any]:
     return recipe_of(config, skip=("resume", "out", "weights"))
 
 
-RENDER_FIELDS = ("randomized_share", "camera_share", "small_share", "dim_share", "oriented_share", "combination_share", "view", "train_views", "seed", "data")
+RENDER_FIELDS = ("randomized_share", "camera_share", "small_share", "dim_share", "oriented_share", "combination_share", "combination_model", "view", "train_views", "seed", "data")
 """The recipe fields a rendered cache depends on: a cache made under others is rendered again."""
 
 
@@ -263,6 +278,8 @@ def summarize(probabilities: np.ndarray, present: np.ndarray, severity: np.ndarr
 
 
 def train_detector(config: DetectorTrainConfig) -> Path:
+    if config.combination_model not in ("", *MODELS):
+        raise ParameterError(f"--combination_model {config.combination_model!r}: one of {', '.join(MODELS)}, or empty for --randomized_share's mixture")
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
     train_photos, val_photos = split_photos(config.data, config.val_fraction)
