@@ -177,10 +177,11 @@ def test_images_far_from_the_training_set_get_probabilities_not_a_crash():
 
 
 def test_camera_and_small_samples_are_labelled_as_what_they_carry(tmp_path) -> None:
-    from tiragent.train.detector import render_sample
+    from tiragent.train.detector import DetectorTrainConfig, render_sample
 
     write_image(textured(0, 200, 240), tmp_path / "p.png")
-    camera = [render_sample(str(tmp_path / "p.png"), seed, 0.7, 96, 2, camera_share=1.0) for seed in range(40)]
+    config = DetectorTrainConfig(randomized_share=0.7, view=96, camera_share=1.0)
+    camera = [render_sample(str(tmp_path / "p.png"), seed, config, 2) for seed in range(40)]
     present = np.stack([s["present"] for s in camera])
     noise = DEGRADATIONS.index("noise")
     clean = present.sum(axis=1) == 0
@@ -189,7 +190,7 @@ def test_camera_and_small_samples_are_labelled_as_what_they_carry(tmp_path) -> N
     sigma = SEVERITIES["noise"]
     j = list(SEVERITIES).index("noise")
     assert all(2 - 1e-3 <= sigma.decode(s["severity"][j]) <= 16 + 1e-3 for s, only in zip(camera, noise_only) if only)
-    plain = render_sample(str(tmp_path / "p.png"), 3, 0.7, 96, None, camera_share=0.0, small_share=0.0)
+    plain = render_sample(str(tmp_path / "p.png"), 3, DetectorTrainConfig(randomized_share=0.7, camera_share=0.0, small_share=0.0), None)
     assert plain["crops"].shape == (5, 96, 96, 3)
 
 
@@ -254,10 +255,10 @@ def test_resuming_under_another_recipe_is_refused(trained) -> None:
 
 
 def test_combination_share_draws_the_protocols_combinations_in_their_order() -> None:
-    from tiragent.eval.bench import COMBINATIONS
+    from tiragent.eval.bench import all_combinations
     from tiragent.train.detector import draw_degradations
 
-    protocol = {combo for group in "ABC" for combo in COMBINATIONS[group]}
+    protocol = {combo for _, combo in all_combinations()}
     drawn = [draw_degradations(np.random.default_rng(seed), combination_share=1.0) for seed in range(200)]
     degraded = [tuple(d) for d, combination in drawn if d and combination]
     assert set(degraded) <= protocol and len(set(degraded)) >= 12  # in their order: ("rain", "haze"), never ("haze", "rain")

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from tiragent.errors import ParameterError
-from tiragent.eval.bench import COMBINATIONS
+from tiragent.eval.bench import all_combinations
 from tiragent.eval.calibration import fit_temperature, presence_scores
 from tiragent.eval.degradations import MODELS, degrade
 from tiragent.eval.randomized import camera_file, camera_native, camera_noise
@@ -111,7 +111,7 @@ class DetectorTrainConfig:
     resume: bool = field(default=False, metadata={"help": "Continue from OUT/last.pt."})
 
 
-PROTOCOL_COMBINATIONS = [combo for group in "ABC" for combo in COMBINATIONS[group]]
+PROTOCOL_COMBINATIONS = [combo for _, combo in all_combinations()]
 
 
 def draw_degradations(rng: np.random.Generator, exclude: tuple[str, ...] = (), combination_share: float = 0.0) -> tuple[list[str], bool]:
@@ -170,26 +170,15 @@ def training_image(
     return image, names, records
 
 
-def render_sample(
-    path: str,
-    seed: int,
-    randomized_share: float,
-    view: int,
-    crops: int | None,
-    camera_share: float = 0.0,
-    small_share: float = 0.0,
-    dim_share: float = 0.0,
-    oriented_share: float = 0.0,
-    combination_share: float = 0.0,
-    combination_model: str = "",
-) -> dict[str, np.ndarray]:
-    """One sample of one photo: ``crops`` random crops (None: the five fixed views of inference)."""
+def render_sample(path: str, seed: int, config: DetectorTrainConfig, crops: int | None) -> dict[str, np.ndarray]:
+    """One sample of one photo under ``config``'s mixture: ``crops`` random crops (None: the five fixed views of inference)."""
     from tiragent.server.perception import features
 
     rng = np.random.default_rng(seed)
     image, names, records = training_image(
-        path, rng, randomized_share, camera_share, small_share, dim_share, oriented_share, combination_share, combination_model
-    )
+        path, rng, config.randomized_share, config.camera_share, config.small_share, config.dim_share, config.oriented_share,
+        config.combination_share, config.combination_model,
+    )  # fmt: skip
     severity = np.zeros(len(SEVERITIES), np.float32)
     mask = np.zeros(len(SEVERITIES), np.float32)
     for record in records:
@@ -199,7 +188,7 @@ def render_sample(
             if value is not None:
                 j = list(SEVERITIES).index(name)
                 severity[j], mask[j] = SEVERITIES[name].encode(value), 1.0
-    cut = views(image, view, count=crops or 5, rng=rng if crops else None)
+    cut = views(image, config.view, count=crops or 5, rng=rng if crops else None)
     return {
         "crops": np.round(cut * 255).astype(np.uint8),
         "stats": features(image).astype(np.float32),
@@ -211,14 +200,11 @@ def render_sample(
 
 def render(paths: list[Path], count: int, seed: int, config: DetectorTrainConfig, crops: int | None, desc: str) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    jobs = [
-        (str(paths[int(rng.integers(len(paths)))]), int(rng.integers(2**31)), config.randomized_share, config.view, crops, config.camera_share, config.small_share, config.dim_share, config.oriented_share,
-         config.combination_share, config.combination_model)
-        for _ in range(count)
-    ]
+    jobs = [(str(paths[int(rng.integers(len(paths)))]), int(rng.integers(2**31))) for _ in range(count)]
     samples = []
     with ProcessPoolExecutor(max_workers=max(1, config.workers)) as pool:
-        for sample in tqdm(pool.map(render_sample, *zip(*jobs), chunksize=16), total=count, desc=desc, unit="sample"):
+        mapped = pool.map(render_sample, *zip(*jobs), [config] * count, [crops] * count, chunksize=16)
+        for sample in tqdm(mapped, total=count, desc=desc, unit="sample"):
             samples.append(sample)
     return {key: np.stack([s[key] for s in samples]) for key in samples[0]}
 
