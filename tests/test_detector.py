@@ -13,7 +13,7 @@ from tiragent.agent.conversation import perception_text
 from tiragent.errors import ParameterError, TirAgentError
 from tiragent.eval.calibration import expected_calibration_error, fit_temperature
 from tiragent.eval.degradations import degrade
-from tiragent.images import encode_image, write_image
+from tiragent.images import encode_image, read_image, write_image
 from tiragent.server.app import ServerConfig, build_server
 from tiragent.server.detector_net import DEGRADATIONS, SEVERITIES, DetectorNet, severity_of, views
 from tiragent.server.nets import load_net, read_info
@@ -284,6 +284,23 @@ def test_combination_samples_can_be_rendered_by_the_protocol(tmp_path) -> None:
     assert protocol_steps("protocol") == {True} and protocol_steps("randomized") == {False}
     with pytest.raises(ParameterError, match="combination_model 'albumentations'"):
         train_detector(DetectorTrainConfig(data=[tmp_path], out=tmp_path / "run", combination_model="albumentations"))
+
+
+def test_dim_scene_samples_carry_noise_never_low_light(tmp_path) -> None:
+    from tiragent.train.detector import DIM_SCENE_EXPOSURE, training_image
+
+    write_image(textured(1, 200, 240), tmp_path / "p.png")
+    path = str(tmp_path / "p.png")
+    bright = float(read_image(tmp_path / "p.png").mean())
+    dim = [training_image(path, np.random.default_rng(seed), 0.7, combination_share=0.5, dim_scene_share=1.0) for seed in range(40)]
+    assert all("noise" in names and "dark" not in names for _, names, _ in dim)
+    assert all(names.index("noise") < names.index("jpeg") for _, names, _ in dim if "jpeg" in names)
+    # dimmed before any degradation: the haze-free, unscaled ones are as dark as the exposure range says
+    plain = [float(image.mean()) for image, names, _ in dim if set(names) <= {"noise", "motion", "defocus", "jpeg"}]
+    assert plain and max(plain) < bright * DIM_SCENE_EXPOSURE[1] + 0.05 and min(plain) > bright * DIM_SCENE_EXPOSURE[0] - 0.05
+    # camera-native samples are never dimmed this way (their dim scenes are --dim_share's)
+    camera = [training_image(path, np.random.default_rng(seed), 0.7, camera_share=1.0, dim_scene_share=1.0)[1] for seed in range(20)]
+    assert any("noise" not in names for names in camera)
 
 
 def test_max_pool_adds_a_statistic_per_layer_and_older_weights_build_as_before() -> None:

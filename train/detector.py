@@ -8,7 +8,8 @@
    and labelled noise only, since their darkness is the scene's, and some close-ups of parallel edges (``--oriented_share``),
    which are not motion blur. A share of the degraded samples (``--combination_share``) carries one of the
    benchmark groups' 16 combinations, which a uniform draw makes rare (dark with noise: 1 in 44
-   samples). Rendering runs in worker processes and is
+   samples). Some of the other samples are dim scenes with noise (``--dim_scene_share``), not labelled low light, so
+   that noise is not read as evidence of darkness. Rendering runs in worker processes and is
    cached in ``OUT`` (``train.npz``, ``val.npz``), so a resumed run does not render again.
 2. Train: presence by binary cross-entropy, severity by squared error where present.
 3. Calibrate: one temperature per degradation, fitted on samples from photos held out of
@@ -49,6 +50,9 @@ COUNT_SHARES = (0.15, 0.45, 0.28, 0.12)
 """Shares of samples with 0 (clean), 1, 2 and 3 degradations."""
 SMALL_SIDES = (144, 320)
 """Sides of the small crops (``small_share``): a small photo is not a low-resolution one."""
+DIM_SCENE_EXPOSURE = (0.55, 0.9)
+"""Exposure range (log-uniform) of ``dim_scene_share``'s dim scenes: above the protocol's low light on the same photo
+(a shift of 30-49 of 255, a gamma of 1.4-2, a maximum of 100-149), so darkness beyond it stays evidence of low light."""
 CAMERA_SHARES = (0.35, 0.45, 0.20)
 """Camera-native samples: shares left clean, given mild camera noise only (sigma 2-16), and drawn as the others are
 (with dim scenes in the mixture, never ``dark``: a camera-native photo's brightness is then its scene's, ``dim_share``)."""
@@ -98,6 +102,14 @@ class DetectorTrainConfig:
             "other samples, by --randomized_share)."
         },
     )
+    dim_scene_share: float = field(
+        default=0.0,
+        metadata={
+            "help": "Share of the samples that are not camera-native whose photo is first a dim scene (an exposure of 0.55-0.9, "
+            "DIM_SCENE_EXPOSURE), then degraded as the others but never by low light, and always with noise: labelled noise, not "
+            "low light, so that strong noise on a dim photo is not read as darkness (the combinations teach dark with noise)."
+        },
+    )
     small_share: float = field(default=0.15, metadata={"help": "Share of the other samples cropped to 144-320 px first, so that a small photo is not read as low-resolution."})
     steps: int = field(default=3000, metadata={"help": "Optimiser steps."})
     batch: int = field(default=64, metadata={"help": "Samples per step."})
@@ -138,10 +150,12 @@ def training_image(
     oriented_share: float = 0.0,
     combination_share: float = 0.0,
     combination_model: str = "",
+    dim_scene_share: float = 0.0,
 ) -> tuple[np.ndarray, list[str], list[dict[str, Any]]]:
     """One photo of the detector's training mixture, degraded: ``(image, degradations present, degrade's records)``."""
     image = read_image(path)
     camera = rng.random() < camera_share
+    scene_dim = not camera and dim_scene_share > 0 and rng.random() < dim_scene_share
     dim = camera and dim_share > 0 and rng.random() < dim_share
     oriented = camera and oriented_share > 0 and rng.random() < oriented_share
     if camera:
@@ -155,9 +169,14 @@ def training_image(
     if rng.random() < 0.5:
         image = image[:, ::-1]
     image = np.ascontiguousarray(np.rot90(image, int(rng.integers(4))) if rng.random() < 0.25 else image)
+    if scene_dim:
+        image = (image * np.exp(rng.uniform(*np.log(DIM_SCENE_EXPOSURE)))).astype(np.float32)
     # a dim scene is recorded at high gain: it carries camera noise, and nothing else is drawn on it
     kind = 1 if dim else int(rng.choice(len(CAMERA_SHARES), p=CAMERA_SHARES)) if camera else 2
-    names, combination = ([], False) if kind == 0 else (["noise"], False) if kind == 1 else draw_degradations(rng, ("dark",) if camera and dim_share > 0 else (), combination_share)
+    exclude = ("dark",) if (camera and dim_share > 0) or scene_dim else ()
+    names, combination = ([], False) if kind == 0 else (["noise"], False) if kind == 1 else draw_degradations(rng, exclude, combination_share)
+    if scene_dim and "noise" not in names:  # a dim scene is recorded at high gain: noise, before the file's compression
+        names.insert(names.index("jpeg") if "jpeg" in names else len(names), "noise")
     model = "randomized" if kind == 1 or rng.random() < randomized_share else "protocol"
     if combination and combination_model:
         model = combination_model
@@ -177,7 +196,7 @@ def render_sample(path: str, seed: int, config: DetectorTrainConfig, crops: int 
     rng = np.random.default_rng(seed)
     image, names, records = training_image(
         path, rng, config.randomized_share, config.camera_share, config.small_share, config.dim_share, config.oriented_share,
-        config.combination_share, config.combination_model,
+        config.combination_share, config.combination_model, config.dim_scene_share,
     )  # fmt: skip
     severity = np.zeros(len(SEVERITIES), np.float32)
     mask = np.zeros(len(SEVERITIES), np.float32)
@@ -214,7 +233,7 @@ def card_recipe(config: DetectorTrainConfig) -> dict[str, Any]:
     return recipe_of(config, skip=("resume", "out", "weights"))
 
 
-RENDER_FIELDS = ("randomized_share", "camera_share", "small_share", "dim_share", "oriented_share", "combination_share", "combination_model", "view", "train_views", "seed", "data")
+RENDER_FIELDS = ("randomized_share", "camera_share", "small_share", "dim_share", "oriented_share", "combination_share", "combination_model", "dim_scene_share", "view", "train_views", "seed", "data")
 """The recipe fields a rendered cache depends on: a cache made under others is rendered again."""
 
 
