@@ -4,7 +4,8 @@ A diagnostic beside ``benchmarks/detector.py``: no benchmark image and no indepe
 what it shows can be acted on without fitting an evaluation set. The first 24 photos held out of the detector's
 training (``train.common.split_photos`` of CBSD432 and CSun_Hays80_half, fraction 0.1) are degraded per case, with
 one seed per photo: each randomized variant of rain and haze alone, the protocol's rain, haze, motion, defocus
-and four of its combinations, low light with and without strong Gaussian noise. Per case and detector: the mean
+and four of its combinations, its noise on the photo and on a dim scene (the photo at exposure 0.6, not low light),
+low light with and without strong Gaussian noise. Per case and detector: the mean
 probability of the degradations that matter there, and the share read at 0.5 or more.
 
     python benchmarks/detector_probe.py --detectors shipped=server/weights/detector_net.safetensors v6=runs/detector-v6/detector_net.safetensors
@@ -57,6 +58,8 @@ CASES: dict[str, tuple[Case, tuple[str, ...]]] = {
     "dark+noise, randomized": (_protocol("dark", "noise", model="randomized"), ("dark", "noise")),
     "rain+lowres, protocol": (_protocol("rain", "lowres"), ("rain", "dark")),
     "rain+haze, protocol": (_protocol("rain", "haze"), ("rain", "haze")),
+    "noise, protocol": (_protocol("noise"), ("noise", "dark")),
+    "a dim scene (exposure 0.6), then noise, protocol": (lambda x, r: _protocol("noise")(x * np.float32(0.6), r), ("noise", "dark")),
     "motion+noise, protocol": (_protocol("motion", "noise"), ("motion", "noise", "dark")),
     "motion, protocol": (_protocol("motion"), ("motion", "defocus")),
     "defocus, protocol": (_protocol("defocus"), ("defocus", "motion")),
