@@ -124,6 +124,8 @@ class DetectorTrainConfig:
 
 
 PROTOCOL_COMBINATIONS = [combo for _, combo in all_combinations()]
+MIXTURE_FIELDS = ("randomized_share", "camera_share", "small_share", "dim_share", "oriented_share", "combination_share", "combination_model", "dim_scene_share")
+"""The config fields that are ``training_image``'s settings, by the same names."""
 
 
 def draw_degradations(rng: np.random.Generator, exclude: tuple[str, ...] = (), combination_share: float = 0.0) -> tuple[list[str], bool]:
@@ -194,10 +196,7 @@ def render_sample(path: str, seed: int, config: DetectorTrainConfig, crops: int 
     from tiragent.server.perception import features
 
     rng = np.random.default_rng(seed)
-    image, names, records = training_image(
-        path, rng, config.randomized_share, config.camera_share, config.small_share, config.dim_share, config.oriented_share,
-        config.combination_share, config.combination_model, config.dim_scene_share,
-    )  # fmt: skip
+    image, names, records = training_image(path, rng, **{name: getattr(config, name) for name in MIXTURE_FIELDS})
     severity = np.zeros(len(SEVERITIES), np.float32)
     mask = np.zeros(len(SEVERITIES), np.float32)
     for record in records:
@@ -233,7 +232,7 @@ def card_recipe(config: DetectorTrainConfig) -> dict[str, Any]:
     return recipe_of(config, skip=("resume", "out", "weights"))
 
 
-RENDER_FIELDS = ("randomized_share", "camera_share", "small_share", "dim_share", "oriented_share", "combination_share", "combination_model", "dim_scene_share", "view", "train_views", "seed", "data")
+RENDER_FIELDS = (*MIXTURE_FIELDS, "view", "train_views", "seed", "data")
 """The recipe fields a rendered cache depends on: a cache made under others is rendered again."""
 
 
